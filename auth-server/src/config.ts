@@ -1,0 +1,69 @@
+import { join } from 'node:path';
+import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
+import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients.js';
+
+export interface AuthServerConfig {
+  /** Listening port; 0 picks a free one (the issuer then follows the bound port). */
+  port: number;
+  /** Listening address; undefined means every interface. */
+  host: string | undefined;
+  /** Issuer URL; undefined means http://localhost:<bound port>. */
+  issuer: string | undefined;
+  /** The predictor's resource indicator, the `aud` of every token. */
+  audience: string;
+  accessTokenTtlSeconds: number;
+  dataDir: string;
+  signingKeysFile: string;
+  production: boolean;
+  clients: ClientRegistration[];
+  logLevel: LogLevel;
+}
+
+/** Reads and validates the auth-server's configuration; throws ConfigError naming the variable. */
+export function loadAuthServerConfig(env: Env): AuthServerConfig {
+  const read = new EnvReader(env);
+  const production = read.production;
+  const port = read.port('AUTH_PORT', 9000);
+  const dataDir = read.string('DATA_DIR', '.data/auth-server');
+  return {
+    port,
+    host: read.string('AUTH_HOST'),
+    issuer: env['ISSUER'] ? read.url('ISSUER', '') : port === 0 ? undefined : `http://localhost:${port}`,
+    audience: read.url('PREDICTOR_AUDIENCE', 'http://localhost:8080'),
+    accessTokenTtlSeconds: read.integer('ACCESS_TOKEN_TTL', 300, { min: 1, max: 86_400 }),
+    dataDir,
+    signingKeysFile: read.string('SIGNING_KEYS_FILE', join(dataDir, 'signing-keys.json')),
+    production,
+    clients: readClients(read, production),
+    logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+  };
+}
+
+function readClients(read: EnvReader, production: boolean): ClientRegistration[] {
+  const clients: ClientRegistration[] = [];
+  const clientsFile = read.string('CLIENTS_FILE');
+  if (clientsFile) {
+    try {
+      clients.push(...readClientsFile(clientsFile));
+    } catch (error) {
+      if (error instanceof ClientsFileError) throw new ConfigError(`CLIENTS_FILE: ${error.message}`);
+      throw error;
+    }
+  }
+  for (const demo of DEMO_CLIENTS) {
+    const secret = read.string(demo.secretVariable);
+    if (secret === undefined) continue;
+    if (production) {
+      throw new ConfigError(`${demo.secretVariable} is a dev credential (dev.env); refusing to start with NODE_ENV=production`);
+    }
+    clients.push({ clientId: demo.clientId, clientSecret: secret, scopes: [...demo.scopes], plan: demo.plan });
+  }
+  if (production) {
+    const weak = clients.find((client) => client.clientSecret.length < 32 || client.clientSecret.startsWith('dev-'));
+    if (weak) throw new ConfigError(`CLIENTS_FILE: client ${weak.clientId} has a dev or short secret (< 32 characters); refusing to start with NODE_ENV=production`);
+  }
+  if (clients.length === 0) {
+    throw new ConfigError('CLIENTS_FILE: no clients configured (set CLIENTS_FILE, or the DEMO_*_SECRET variables of dev.env in development)');
+  }
+  return clients;
+}

@@ -1,0 +1,35 @@
+import { ConfigError, createLogger } from '@m2m/common';
+import { loadAuthServerConfig } from './config.js';
+import { loadOrCreateSigningKeys, SigningKeysError } from './signing-keys.js';
+
+// Configuration and keys are checked before oidc-provider is imported, so a refusal is
+// one line (on Node 20 the import itself prints an unsupported-runtime warning).
+let config;
+let signingKeys;
+try {
+  config = loadAuthServerConfig(process.env);
+  signingKeys = await loadOrCreateSigningKeys(config.signingKeysFile, {
+    allowGenerate: !config.production,
+    production: config.production,
+  });
+} catch (error) {
+  if (error instanceof ConfigError || error instanceof SigningKeysError) {
+    process.stderr.write(`auth-server: ${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}
+
+const logger = createLogger('auth-server', config.logLevel);
+const { startAuthServer } = await import('./app.js');
+const server = await startAuthServer({ config, signingKeys, logger });
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    logger.info({ signal }, 'shutting down');
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  });
+}

@@ -1,0 +1,86 @@
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { toClientMetadata, type ClientRegistration } from './clients.js';
+import { SIGNING_ALG, type SigningKey } from './signing-keys.js';
+
+/** The scopes the predictor understands (contract, section 3). */
+export const PREDICTOR_SCOPES = ['predict', 'models:read'] as const;
+
+export interface ProviderOptions {
+  issuer: string;
+  /** Resource indicator (RFC 8707) of the predictor: the `aud` of every access token. */
+  audience: string;
+  /** Access-token lifetime in seconds. */
+  accessTokenTtlSeconds: number;
+  clients: ClientRegistration[];
+  /** Published in the JWKS; the first one signs. */
+  signingKeys: SigningKey[];
+}
+
+/**
+ * A machine-to-machine authorization server: client credentials only, RFC 9068 JWT
+ * access tokens for the predictor, no interactive endpoints.
+ */
+export async function createProvider(options: ProviderOptions): Promise<Provider> {
+  const { audience, accessTokenTtlSeconds } = options;
+  const predictor = {
+    scope: PREDICTOR_SCOPES.join(' '),
+    audience,
+    accessTokenTTL: accessTokenTtlSeconds,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: SIGNING_ALG } },
+  } as const;
+
+  const configuration: Configuration = {
+    clients: options.clients.map(toClientMetadata),
+    jwks: { keys: options.signingKeys.map((key) => key.privateJwk) as NonNullable<Configuration['jwks']>['keys'] },
+    scopes: [...PREDICTOR_SCOPES],
+    responseTypes: [],
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    enabledJWA: { clientAuthSigningAlgValues: ['ES256', 'EdDSA', 'PS256', 'RS256'] },
+    clientDefaults: {
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      // Static clients are validated against the available keys; with EC keys only the
+      // default RS256 would make every client invalid (see shared notes).
+      id_token_signed_response_alg: SIGNING_ALG,
+    },
+    extraClientMetadata: { properties: ['plan'] },
+    extraTokenClaims: (ctx: KoaContextWithOIDC) => ({ plan: ctx.oidc.client?.['plan'] }),
+    features: {
+      clientCredentials: { enabled: true },
+      devInteractions: { enabled: false },
+      introspection: { enabled: false },
+      revocation: { enabled: false },
+      userinfo: { enabled: false },
+      pushedAuthorizationRequests: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      // The predictor verifies plain bearer tokens; sender-constrained tokens would need it to check DPoP proofs.
+      dPoP: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => audience,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resourceIndicator) => {
+          if (resourceIndicator !== audience) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+          return predictor;
+        },
+      },
+    },
+    ttl: { ClientCredentials: accessTokenTtlSeconds },
+    clientBasedCORS: () => false,
+    // Machine clients get JSON errors, never the HTML page oidc-provider renders for browsers.
+    renderError: (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+
+  const provider = new Provider(options.issuer, configuration);
+  // Static clients are validated lazily; looking each one up fails at start-up instead of at the first token request.
+  for (const client of options.clients) {
+    const found = await provider.Client.find(client.clientId);
+    if (!found) throw new Error(`client ${client.clientId} failed validation`);
+  }
+  return provider;
+}

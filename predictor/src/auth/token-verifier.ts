@@ -1,0 +1,85 @@
+import { errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { HttpProblem, InvalidToken, KeysUnavailable } from '../http/problems.js';
+import type { Principal } from './principal.js';
+
+export interface TokenVerifierOptions {
+  issuer: string;
+  audience: string;
+  /** Asymmetric algorithms accepted in the token header; `none` and HS* never are. */
+  algorithms: string[];
+  /** Allowed clock skew (in seconds) for `exp`, `nbf` and `iat`. */
+  clockToleranceSeconds: number;
+  getKey: JWTVerifyGetKey;
+  /** Current time; injectable for tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+export type TokenVerifier = (token: string) => Promise<Principal>;
+
+/** RFC 9068 section 2.2: the claims every JWT access token carries. */
+const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
+
+/** Verifies an RFC 9068 access token (section 4) and turns it into a Principal. */
+export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+  const now = options.now ?? Date.now;
+  return async function verifyAccessToken(token) {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, options.getKey, {
+        issuer: options.issuer,
+        audience: options.audience,
+        typ: 'at+jwt',
+        algorithms: options.algorithms,
+        clockTolerance: options.clockToleranceSeconds,
+        requiredClaims: REQUIRED_CLAIMS,
+        currentDate: new Date(now()),
+      }));
+    } catch (error) {
+      throw toProblem(error);
+    }
+    return principalFrom(payload);
+  };
+}
+
+function principalFrom(payload: JWTPayload): Principal {
+  const { client_id: clientId, scope, plan } = payload;
+  if (typeof clientId !== 'string' || clientId === '') throw new InvalidToken('The token has no client_id.');
+  if (scope !== undefined && typeof scope !== 'string') throw new InvalidToken('The token scope is not a string.');
+  if (plan !== undefined && typeof plan !== 'string') throw new InvalidToken('The token plan is not a string.');
+  return {
+    clientId,
+    scopes: new Set(scope ? scope.split(' ') : []),
+    plan: plan ?? 'free',
+    authMethod: 'bearer-jwt',
+    tokenId: payload.jti,
+    expiresAt: payload.exp as number,
+  };
+}
+
+/** Token faults are 401 invalid_token; failing to obtain keys is ours, so 503. */
+function toProblem(error: unknown): HttpProblem {
+  if (error instanceof HttpProblem) return error;
+  if (error instanceof errors.JWTExpired) return new InvalidToken('The token has expired.');
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    switch (error.claim) {
+      case 'nbf':
+      case 'iat':
+        return new InvalidToken('The token is not yet valid.');
+      case 'iss':
+        return new InvalidToken('The token was issued by another issuer.');
+      case 'aud':
+        return new InvalidToken('The token is for another audience.');
+      case 'typ':
+        return new InvalidToken('The token is not an RFC 9068 access token (typ must be at+jwt).');
+      default:
+        return new InvalidToken(`The token claim "${error.claim}" is missing or invalid.`);
+    }
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed) return new InvalidToken('The token signing algorithm is not accepted.');
+  if (error instanceof errors.JWKSNoMatchingKey) return new InvalidToken('The token was signed by an unknown key.');
+  if (error instanceof errors.JWSSignatureVerificationFailed) return new InvalidToken('The token signature is invalid.');
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) return new KeysUnavailable(5);
+  if (error instanceof errors.JOSEError) return new InvalidToken('The token is malformed.');
+  // fetch() failures surface as TypeError: the key server is unreachable.
+  return new KeysUnavailable(5);
+}

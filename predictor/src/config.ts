@@ -1,0 +1,45 @@
+import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
+
+export interface PredictorConfig {
+  /** Listening port; 0 picks a free one. */
+  port: number;
+  host: string | undefined;
+  issuer: string;
+  audience: string;
+  /** Overrides discovery of the issuer's `jwks_uri`. */
+  jwksUri: string | undefined;
+  algorithms: string[];
+  clockToleranceSeconds: number;
+  /** Minimum time between JWKS refetches caused by an unknown `kid` (ms). */
+  jwksCooldownMs: number;
+  /** Age after which cached keys are refetched (ms). */
+  jwksCacheMaxAgeMs: number;
+  bodyLimitBytes: number;
+  logLevel: LogLevel;
+}
+
+/** Asymmetric JWS algorithms only: RFC 9068 section 4 forbids `none`, and HS* would need a shared secret. */
+const ASYMMETRIC_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
+
+export function loadPredictorConfig(env: Env): PredictorConfig {
+  const read = new EnvReader(env);
+  const algorithms = read.string('ACCEPTED_ALGORITHMS', 'ES256,EdDSA').split(',').map((alg) => alg.trim());
+  const refused = algorithms.find((alg) => !ASYMMETRIC_ALGORITHMS.includes(alg));
+  if (refused !== undefined) {
+    throw new ConfigError(`ACCEPTED_ALGORITHMS may list only asymmetric algorithms (${ASYMMETRIC_ALGORITHMS.join(', ')}), got "${refused}"`);
+  }
+  const jwksUri = read.string('JWKS_URI');
+  return {
+    port: read.port('PREDICTOR_PORT', 8080),
+    host: read.string('PREDICTOR_HOST'),
+    issuer: read.url('ISSUER', 'http://localhost:9000'),
+    audience: read.url('PREDICTOR_AUDIENCE', 'http://localhost:8080'),
+    jwksUri: jwksUri === undefined ? undefined : read.url('JWKS_URI', jwksUri),
+    algorithms,
+    clockToleranceSeconds: read.integer('CLOCK_TOLERANCE', 5, { min: 0, max: 300 }),
+    jwksCooldownMs: read.integer('JWKS_COOLDOWN_MS', 30_000, { min: 0, max: 3_600_000 }),
+    jwksCacheMaxAgeMs: read.integer('JWKS_CACHE_MAX_AGE_MS', 600_000, { min: 1_000, max: 86_400_000 }),
+    bodyLimitBytes: read.integer('BODY_LIMIT_BYTES', 65_536, { min: 1_024, max: 16_777_216 }),
+    logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+  };
+}

@@ -1,0 +1,160 @@
+import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+
+/**
+ * Every error that crosses the HTTP boundary, in one place: RFC 9457 problem details,
+ * with the RFC 6750 `WWW-Authenticate` challenge for authentication failures.
+ * Handlers and middleware throw these; `problemResponse` renders them.
+ */
+
+export const REALM = 'predictor';
+const TYPE_BASE = 'urn:m2m-inference:problem:';
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  [extension: string]: unknown;
+}
+
+export class HttpProblem extends Error {
+  override name = 'HttpProblem';
+  readonly headers: Record<string, string>;
+
+  constructor(
+    readonly status: number,
+    readonly slug: string,
+    readonly title: string,
+    readonly detail: string,
+    options: { headers?: Record<string, string>; extensions?: Record<string, unknown> } = {},
+  ) {
+    super(detail);
+    this.headers = options.headers ?? {};
+    this.extensions = options.extensions ?? {};
+  }
+
+  readonly extensions: Record<string, unknown>;
+
+  toBody(): ProblemBody {
+    return { type: `${TYPE_BASE}${this.slug}`, title: this.title, status: this.status, detail: this.detail, ...this.extensions };
+  }
+}
+
+/** RFC 6750 section 3: quoted-string values of a Bearer challenge. */
+function bearerChallenge(attributes: Record<string, string>): string {
+  const quoted = Object.entries(attributes).map(([name, value]) => `${name}="${value.replace(/["\\]/g, '')}"`);
+  return ['Bearer ' + `realm="${REALM}"`, ...quoted].join(', ');
+}
+
+/** No credentials at all: the challenge carries no error code (RFC 6750 section 3.1). */
+export class MissingCredentials extends HttpProblem {
+  constructor() {
+    super(401, 'missing-credentials', 'Authentication required', 'Send an access token: Authorization: Bearer <token>.', {
+      headers: { 'www-authenticate': bearerChallenge({}) },
+    });
+  }
+}
+
+export class InvalidToken extends HttpProblem {
+  constructor(detail: string) {
+    super(401, 'invalid-token', 'Invalid access token', detail, {
+      headers: { 'www-authenticate': bearerChallenge({ error: 'invalid_token', error_description: detail }) },
+    });
+  }
+}
+
+/** A malformed Authorization header (RFC 6750 section 3.1 `invalid_request`). */
+export class InvalidAuthorizationRequest extends HttpProblem {
+  constructor(detail: string) {
+    super(400, 'invalid-request', 'Malformed credentials', detail, {
+      headers: { 'www-authenticate': bearerChallenge({ error: 'invalid_request', error_description: detail }) },
+    });
+  }
+}
+
+export class InsufficientScope extends HttpProblem {
+  constructor(requiredScope: string) {
+    const detail = `This route needs the scope "${requiredScope}".`;
+    super(403, 'insufficient-scope', 'Insufficient scope', detail, {
+      headers: {
+        'www-authenticate': bearerChallenge({ error: 'insufficient_scope', scope: requiredScope, error_description: detail }),
+      },
+      extensions: { required_scope: requiredScope },
+    });
+  }
+}
+
+/** The signing keys cannot be obtained: not the caller's fault, so never a 401. */
+export class KeysUnavailable extends HttpProblem {
+  constructor(retryAfterSeconds: number) {
+    super(503, 'keys-unavailable', 'Token verification unavailable', 'The signing keys of the authorization server cannot be fetched; retry later.', {
+      headers: { 'retry-after': String(retryAfterSeconds) },
+    });
+  }
+}
+
+export class NotReady extends HttpProblem {
+  constructor(detail: string) {
+    super(503, 'not-ready', 'Not ready', detail, { headers: { 'retry-after': '1' } });
+  }
+}
+
+export class PayloadTooLarge extends HttpProblem {
+  constructor(limitBytes: number) {
+    super(413, 'payload-too-large', 'Payload too large', `The request body exceeds ${limitBytes} bytes.`, {
+      extensions: { limit_bytes: limitBytes },
+    });
+  }
+}
+
+export class UnsupportedMediaType extends HttpProblem {
+  constructor() {
+    super(415, 'unsupported-media-type', 'Unsupported media type', 'Send the body as application/json.');
+  }
+}
+
+export class MalformedJson extends HttpProblem {
+  constructor() {
+    super(400, 'malformed-json', 'Malformed JSON', 'The request body is not valid JSON.');
+  }
+}
+
+export interface FieldError {
+  /** JSON Pointer (RFC 6901) to the failing value. */
+  pointer: string;
+  detail: string;
+}
+
+export class ValidationFailed extends HttpProblem {
+  constructor(errors: FieldError[]) {
+    super(422, 'validation-failed', 'Invalid request body', errors.map((error) => `${error.pointer || '/'}: ${error.detail}`).slice(0, 5).join('; '), {
+      extensions: { errors },
+    });
+  }
+}
+
+export class NotFound extends HttpProblem {
+  constructor(path: string) {
+    super(404, 'not-found', 'Not found', `No route for ${path}.`);
+  }
+}
+
+export class MethodNotAllowed extends HttpProblem {
+  constructor(allowed: string[]) {
+    super(405, 'method-not-allowed', 'Method not allowed', `Use ${allowed.join(', ')}.`, { headers: { allow: allowed.join(', ') } });
+  }
+}
+
+export class InternalError extends HttpProblem {
+  constructor() {
+    super(500, 'internal-error', 'Internal error', 'The request failed on our side; it is safe to retry.');
+  }
+}
+
+/** Renders through the context, so headers set earlier (X-Request-Id) are kept. */
+export function renderProblem(c: Context, problem: HttpProblem): Response {
+  for (const [name, value] of Object.entries(problem.headers)) c.header(name, value);
+  c.header('content-type', 'application/problem+json');
+  return c.body(JSON.stringify(problem.toBody()), problem.status as ContentfulStatusCode);
+}

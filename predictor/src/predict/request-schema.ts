@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import { ValidationFailed, type FieldError } from '../http/problems.js';
+
+export const MAX_ROWS = 1000;
+
+const feature = z.number(); // zod 4 rejects NaN and ±Infinity (JSON's 1e999 parses to Infinity)
+const irisRow = z.tuple([feature, feature, feature, feature]);
+
+/** Contract section 4: 1 to 1000 rows of 4 finite numbers, nothing else. */
+export const PredictRequestSchema = z.strictObject({
+  inputs: z.array(irisRow).min(1).max(MAX_ROWS),
+});
+
+export type PredictRequest = z.infer<typeof PredictRequestSchema>;
+
+/** Validates the parsed body; throws 422 listing every failing path as a JSON Pointer. */
+export function parsePredictRequest(body: unknown): PredictRequest {
+  const result = PredictRequestSchema.safeParse(body);
+  if (result.success) return result.data;
+  const errors: FieldError[] = result.error.issues.slice(0, 20).map((issue) => ({
+    pointer: issue.path.map((segment) => `/${String(segment).replace(/~/g, '~0').replace(/\//g, '~1')}`).join(''),
+    detail: issue.message,
+  }));
+  throw new ValidationFailed(errors);
+}
