@@ -1,0 +1,10 @@
+import { text } from 'node:stream/consumers';
+import { runCli } from './run.js';
+
+process.exitCode = await runCli(process.argv.slice(2), {
+  stdout: (output) => process.stdout.write(output),
+  stderr: (output) => process.stderr.write(output),
+  readStdin: () => text(process.stdin),
+  env: process.env,
+  cwd: process.cwd(),
+});

@@ -1,0 +1,160 @@
+import * as oidc from 'openid-client';
+import { toTokenRequestError, TokenRequestError } from './token-errors.js';
+
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
+
+export interface TokenSourceOptions {
+  issuer: string;
+  clientId: string;
+  /** Returns the current client secret; called for every token request so a rotated secret is picked up. */
+  clientSecret: () => string;
+  /** Default `client_secret_basic`. */
+  authMethod?: ClientAuthMethod;
+  /** Space-separated scopes to ask for. Default: none (the server's default). */
+  scope?: string | undefined;
+  /** RFC 8707 resource indicator. Default: none (the auth-server's default resource). */
+  resource?: string | undefined;
+  /** Allows plain http to the issuer; only for loopback or a private network (see `assertIssuerTransport`). */
+  allowInsecureHttp?: boolean;
+  /** Monotonic milliseconds, for expiry arithmetic immune to wall-clock jumps. Default `performance.now`. */
+  monotonicNow?: () => number;
+  /** Uniform [0, 1); spreads refreshes so that many callers don't refresh at once. Default `Math.random`. */
+  random?: () => number;
+  /** Replaces `fetch` (tests, proxies). */
+  fetch?: typeof fetch;
+}
+
+export interface AccessToken {
+  value: string;
+  scope: string | undefined;
+  /** Monotonic time (ms) at which the token expires, measured from when it was requested. */
+  expiresAt: number;
+  /** Monotonic time (ms) after which a background refresh starts. */
+  refreshAt: number;
+}
+
+/** Refresh at a random point between these fractions of the lifetime. */
+const REFRESH_WINDOW = { from: 0.7, to: 0.85 } as const;
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** Plain http leaks bearer tokens: only loopback is allowed unless explicitly opted in. */
+export function assertIssuerTransport(issuer: string, allowInsecureHttp: boolean): void {
+  const url = new URL(issuer);
+  if (url.protocol === 'https:' || allowInsecureHttp || LOOPBACK_HOSTS.has(url.hostname)) return;
+  throw new TokenRequestError(
+    `refusing plain http to ${url.host}: use https, or set ALLOW_INSECURE_HTTP=true on a private network`,
+    'insecure_transport',
+    undefined,
+    false,
+  );
+}
+
+/**
+ * Client-credentials access tokens from `openid-client`, cached and refreshed ahead
+ * of expiry. openid-client has no cache, refresh or single flight, so those live here.
+ */
+export class TokenSource {
+  readonly #options: TokenSourceOptions;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  #configuration: Promise<oidc.Configuration> | undefined;
+  #current: AccessToken | undefined;
+  #pending: Promise<AccessToken> | undefined;
+  #tokenRequests = 0;
+
+  constructor(options: TokenSourceOptions) {
+    assertIssuerTransport(options.issuer, options.allowInsecureHttp ?? false);
+    this.#options = options;
+    this.#now = options.monotonicNow ?? (() => performance.now());
+    this.#random = options.random ?? Math.random;
+  }
+
+  /** Token requests sent to the token endpoint so far. */
+  get tokenRequests(): number {
+    return this.#tokenRequests;
+  }
+
+  /**
+   * A valid token. Callers wait only when there is none; inside the refresh window they
+   * get the current token while one background refresh runs.
+   */
+  async getToken(): Promise<AccessToken> {
+    const current = this.#current;
+    const now = this.#now();
+    if (current && now < current.expiresAt) {
+      if (now >= current.refreshAt) this.#refreshInBackground();
+      return current;
+    }
+    return this.#refresh();
+  }
+
+  /** Drops `token` after the API rejected it; a no-op if a newer token already replaced it. */
+  invalidate(token: AccessToken): void {
+    if (this.#current === token) this.#current = undefined;
+  }
+
+  #refreshInBackground(): void {
+    if (this.#pending) return;
+    // A failed early refresh keeps the still-valid token; the next call past refreshAt tries again.
+    this.#refresh().catch(() => {});
+  }
+
+  /** Single flight: concurrent callers share one token request. */
+  #refresh(): Promise<AccessToken> {
+    this.#pending ??= this.#requestToken().finally(() => {
+      this.#pending = undefined;
+    });
+    return this.#pending;
+  }
+
+  async #requestToken(): Promise<AccessToken> {
+    const configuration = await this.#discover();
+    const { scope, resource } = this.#options;
+    const parameters: Record<string, string> = {};
+    if (scope) parameters['scope'] = scope;
+    if (resource) parameters['resource'] = resource;
+    const sentAt = this.#now();
+    this.#tokenRequests += 1;
+    let response: Awaited<ReturnType<typeof oidc.clientCredentialsGrant>>;
+    try {
+      response = await oidc.clientCredentialsGrant(configuration, parameters);
+    } catch (error) {
+      throw toTokenRequestError(error);
+    }
+    const lifetimeMs = (response.expires_in ?? 60) * 1000;
+    const refreshFraction = REFRESH_WINDOW.from + (REFRESH_WINDOW.to - REFRESH_WINDOW.from) * this.#random();
+    const token: AccessToken = {
+      value: response.access_token,
+      scope: response.scope,
+      expiresAt: sentAt + lifetimeMs,
+      refreshAt: sentAt + lifetimeMs * refreshFraction,
+    };
+    this.#current = token;
+    return token;
+  }
+
+  #discover(): Promise<oidc.Configuration> {
+    this.#configuration ??= this.#runDiscovery().catch((error: unknown) => {
+      this.#configuration = undefined; // retry discovery on the next call
+      throw toTokenRequestError(error);
+    });
+    return this.#configuration;
+  }
+
+  async #runDiscovery(): Promise<oidc.Configuration> {
+    const { issuer, clientId, clientSecret, authMethod = 'client_secret_basic' } = this.#options;
+    // Built per request from the current secret, so a rotated secret file takes effect without a restart.
+    const clientAuth: oidc.ClientAuth = (as, client, body, headers) => {
+      const withSecret = authMethod === 'client_secret_post' ? oidc.ClientSecretPost(clientSecret()) : oidc.ClientSecretBasic(clientSecret());
+      withSecret(as, client, body, headers);
+    };
+    const url = new URL(issuer);
+    const configuration = await oidc.discovery(url, clientId, undefined, clientAuth, {
+      ...(url.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+      ...(this.#options.fetch ? { [oidc.customFetch]: this.#options.fetch } : {}),
+    });
+    if (this.#options.fetch) configuration[oidc.customFetch] = this.#options.fetch;
+    return configuration;
+  }
+}
