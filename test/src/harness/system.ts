@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseEnv } from 'node:util';
+import { REPOSITORY_ROOT, startTypeScript, type ManagedProcess } from './processes.js';
+
+/** dev.env's credentials, as `npm start` and the demo use them. */
+export const DEV_ENV: Record<string, string> = parseEnv(readFileSync(join(REPOSITORY_ROOT, 'dev.env'), 'utf8')) as Record<string, string>;
+
+export interface RunningAuthServer {
+  process: ManagedProcess;
+  issuer: string;
+  port: number;
+}
+
+export interface RunningPredictor {
+  process: ManagedProcess;
+  url: string;
+  port: number;
+}
+
+/** The audience tests use: an identifier, deliberately not the predictor's (ephemeral) URL. */
+export const TEST_AUDIENCE = 'http://predictor.test';
+
+/** Starts the auth-server on a free port with dev.env's demo clients and waits until it listens. */
+export async function startAuthServer(options: { dataDir: string; env?: Record<string, string> }): Promise<RunningAuthServer> {
+  const process = startTypeScript('auth-server', 'auth-server/src/main.ts', {
+    ...DEV_ENV,
+    AUTH_PORT: '0',
+    DATA_DIR: options.dataDir,
+    PREDICTOR_AUDIENCE: TEST_AUDIENCE,
+    ...options.env,
+  });
+  const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
+  return { process, issuer: listening['issuer'] as string, port: listening['port'] as number };
+}
+
+/** Starts the predictor on a free port and waits until it has loaded the issuer's keys. */
+export async function startPredictor(options: { issuer: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
+  const process = startTypeScript('predictor', 'predictor/src/main.ts', {
+    PREDICTOR_PORT: '0',
+    ISSUER: options.issuer,
+    PREDICTOR_AUDIENCE: TEST_AUDIENCE,
+    ...options.env,
+  });
+  const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
+  if (options.waitForKeys ?? true) await process.waitForLog((record) => record['event'] === 'jwks.loaded', 'jwks.loaded');
+  const port = listening['port'] as number;
+  return { process, url: `http://localhost:${port}`, port };
+}
+
+/** A client-credentials token straight from the token endpoint (the raw protocol, no caller library). */
+export async function requestToken(
+  issuer: string,
+  clientId: string,
+  secret: string,
+  parameters: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ grant_type: 'client_credentials', ...parameters }),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
