@@ -38,7 +38,7 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export function createLogger(service: string, level: LogLevel = 'info', destination?: DestinationStream): Logger {
   const options = {
     level,
-    base: { service },
+    base: { service, pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
     formatters: { level: (label: string) => ({ level: label }) },

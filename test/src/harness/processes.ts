@@ -42,16 +42,30 @@ export class ManagedProcess {
     return this.child.pid!;
   }
 
-  /** Resolves with the first log record (past or future) that matches; rejects if the process exits first. */
-  waitForLog(predicate: (record: LogRecord) => boolean, description: string): Promise<LogRecord> {
+  /**
+   * Resolves with the first log record (past or future) that matches; rejects if the
+   * process exits first or nothing matches within `timeoutMs`, so a test fails, never hangs.
+   */
+  waitForLog(predicate: (record: LogRecord) => boolean, description: string, timeoutMs = 30_000): Promise<LogRecord> {
     const seen = this.records.find(predicate);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const waiter = { predicate, resolve };
+      const fail = (reason: string) => {
+        this.#waiters = this.#waiters.filter((entry) => entry !== waiter);
+        clearTimeout(timer);
+        reject(new Error(`${this.name} ${reason} before logging ${description}\n${this.output()}`));
+      };
+      const timer = setTimeout(() => fail(`waited ${timeoutMs} ms`), timeoutMs);
+      const waiter = {
+        predicate,
+        resolve: (record: LogRecord) => {
+          clearTimeout(timer);
+          resolve(record);
+        },
+      };
       this.#waiters.push(waiter);
       void this.exited.then(({ code, signal }) => {
-        if (!this.#waiters.includes(waiter)) return;
-        reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) before logging ${description}\n${this.output()}`));
+        if (this.#waiters.includes(waiter)) fail(`exited (code ${code}, signal ${signal})`);
       });
     });
   }
@@ -125,4 +139,17 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A port that was free a moment ago, for processes whose port must be known before they start. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }

@@ -22,12 +22,12 @@ export interface RunningPredictor {
 export const TEST_AUDIENCE = 'http://predictor.test';
 
 /** Starts the auth-server on a free port with dev.env's demo clients and waits until it listens. */
-export async function startAuthServer(options: { dataDir: string; env?: Record<string, string> }): Promise<RunningAuthServer> {
+export async function startAuthServer(options: { dataDir: string; audience?: string; env?: Record<string, string> }): Promise<RunningAuthServer> {
   const process = startTypeScript('auth-server', 'auth-server/src/main.ts', {
     ...DEV_ENV,
     AUTH_PORT: '0',
     DATA_DIR: options.dataDir,
-    PREDICTOR_AUDIENCE: TEST_AUDIENCE,
+    PREDICTOR_AUDIENCE: options.audience ?? TEST_AUDIENCE,
     ...options.env,
   });
   const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
@@ -35,11 +35,11 @@ export async function startAuthServer(options: { dataDir: string; env?: Record<s
 }
 
 /** Starts the predictor on a free port and waits until it has loaded the issuer's keys. */
-export async function startPredictor(options: { issuer: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
+export async function startPredictor(options: { issuer: string; audience?: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
   const process = startTypeScript('predictor', 'predictor/src/main.ts', {
     PREDICTOR_PORT: '0',
     ISSUER: options.issuer,
-    PREDICTOR_AUDIENCE: TEST_AUDIENCE,
+    PREDICTOR_AUDIENCE: options.audience ?? TEST_AUDIENCE,
     ...options.env,
   });
   const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { sendJson, startStubIssuer } from '../testing/stub-server.js';
+import { TokenRequestError } from './token-errors.js';
+import { TokenSource } from './token-source.js';
+
+const stubs: { close: () => Promise<void> }[] = [];
+after(() => Promise.all(stubs.map((stub) => stub.close())));
+
+async function issuer(options: Parameters<typeof startStubIssuer>[0] = {}) {
+  const stub = await startStubIssuer(options);
+  stubs.push(stub);
+  return stub;
+}
+
+/** A manual monotonic clock in milliseconds. */
+function manualClock() {
+  let now = 1_000;
+  return { now: () => now, advance: (ms: number) => (now += ms) };
+}
+
+/** Resolves once `condition` holds, polling on the event loop (no fixed sleeps). */
+async function eventually(condition: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await condition())) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('TokenSource', () => {
+  it('sends one token request for 50 concurrent callers on an empty cache', async () => {
+    const stub = await issuer();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's' });
+    const results = await Promise.all(Array.from({ length: 50 }, () => tokens.getToken()));
+    assert.equal(stub.tokenRequests(), 1);
+    assert.equal(new Set(results.map((token) => token.value)).size, 1);
+  });
+
+  it('serves the cached token, then refreshes in the background inside the 70-85% window', async () => {
+    const stub = await issuer({ expiresIn: 100 });
+    const clock = manualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0.5 });
+    const first = await tokens.getToken();
+    assert.equal(Math.round(first.refreshAt - first.expiresAt), -22_500, 'refresh at 77.5% of 100 s');
+    clock.advance(77_000);
+    assert.equal((await tokens.getToken()).value, 'tok-1');
+    assert.equal(stub.tokenRequests(), 1);
+    clock.advance(1_000); // past refreshAt, before expiry
+    assert.equal((await tokens.getToken()).value, 'tok-1', 'callers keep the valid token while the refresh runs');
+    await eventually(async () => (await tokens.getToken()).value === 'tok-2');
+    assert.equal(stub.tokenRequests(), 2);
+  });
+
+  it('waits for a new token once the cached one has expired', async () => {
+    const stub = await issuer({ expiresIn: 10 });
+    const clock = manualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0 });
+    await tokens.getToken();
+    clock.advance(10_000);
+    assert.equal((await tokens.getToken()).value, 'tok-2');
+  });
+
+  it('keeps the still-valid token when an early refresh fails', async () => {
+    const stub = await issuer({
+      answerToken: (count, response) =>
+        count === 1 ? sendJson(response, 200, { access_token: 'tok-1', token_type: 'bearer', expires_in: 100 }) : sendJson(response, 503, { error: 'temporarily_unavailable' }),
+    });
+    const clock = manualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0 });
+    await tokens.getToken();
+    clock.advance(80_000);
+    assert.equal((await tokens.getToken()).value, 'tok-1');
+    await eventually(() => stub.tokenRequests() === 2);
+    assert.equal((await tokens.getToken()).value, 'tok-1');
+  });
+
+  it('surfaces invalid_client at once, as a non-retryable error carrying the OAuth code', async () => {
+    const stub = await issuer({ answerToken: (_count, response) => sendJson(response, 401, { error: 'invalid_client', error_description: 'client authentication failed' }) });
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 'super-secret-value', authMethod: 'client_secret_post' });
+    await assert.rejects(tokens.getToken(), (error: unknown) => {
+      assert.ok(error instanceof TokenRequestError);
+      assert.equal(error.code, 'invalid_client');
+      assert.equal(error.retryable, false);
+      assert.doesNotMatch(error.message, /super-secret-value/);
+      return true;
+    });
+  });
+
+  it('reads the secret for every token request, so a rotated secret is used without a restart', async () => {
+    const stub = await issuer({ expiresIn: 1 });
+    const clock = manualClock();
+    let secret = 'first';
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => secret, monotonicNow: clock.now });
+    await tokens.getToken();
+    secret = 'second';
+    clock.advance(1_000);
+    await tokens.getToken();
+    const secrets = stub.requests.filter((request) => request.path === '/token').map((request) => Buffer.from((request.headers.authorization ?? '').slice(6), 'base64').toString());
+    assert.deepEqual(secrets, ['c:first', 'c:second']);
+  });
+
+  it('refuses plain http to a host that is not loopback', () => {
+    assert.throws(() => new TokenSource({ issuer: 'http://auth.example.com', clientId: 'c', clientSecret: () => 's' }), /refusing plain http/);
+    assert.ok(new TokenSource({ issuer: 'http://auth.internal', clientId: 'c', clientSecret: () => 's', allowInsecureHttp: true }));
+  });
+});
