@@ -105,3 +105,20 @@ describe('caller CLI', () => {
     assert.equal(unreachable.code, 7);
   });
 });
+
+describe('configuration errors', () => {
+  for (const [service, entry, env, variable] of [
+    ['auth-server', 'auth-server/src/main.ts', { ...DEV_ENV, ACCESS_TOKEN_TTL: 'soon' }, 'ACCESS_TOKEN_TTL'],
+    ['predictor', 'predictor/src/main.ts', { PREDICTOR_PORT: '99999' }, 'PREDICTOR_PORT'],
+    ['predictor', 'predictor/src/main.ts', { ACCEPTED_ALGORITHMS: 'HS256' }, 'ACCEPTED_ALGORITHMS'],
+  ] as const) {
+    it(`${service} stops with a one-line error naming ${variable}`, async () => {
+      const server = startTypeScript(service, entry, env);
+      const { code } = await server.exited;
+      assert.equal(code, 2);
+      const reasons = server.stderrLines.filter((line) => line.startsWith(`${service}:`));
+      assert.equal(reasons.length, 1);
+      assert.match(reasons[0]!, new RegExp(`^${service}: ${variable} `));
+    });
+  }
+});
