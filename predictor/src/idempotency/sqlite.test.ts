@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { SqliteIdempotencyStore, UnsupportedIdempotencySchema } from './sqlite.js';
+import { describeIdempotencyStoreContract, LOCK_TIMEOUT_MS, ManualClock, RESPONSE, RETENTION_MS, START_MS } from './store-contract.js';
+
+let directory: string;
+let files = 0;
+const newPath = (): string => join(directory, `idempotency-${(files += 1)}.sqlite`);
+
+before(async () => {
+  directory = await mkdtemp(join(tmpdir(), 'predictor-idempotency-'));
+});
+
+after(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+describeIdempotencyStoreContract('SqliteIdempotencyStore', (options) => SqliteIdempotencyStore.open(newPath(), options));
+
+interface ChildOutcome {
+  stdout: string;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Runs `script` (an ES module body, with `SqliteIdempotencyStore` in scope) in another
+ * node process. `onStdout` sees each chunk it prints; `send` writes to its stdin.
+ */
+function runProcess(script: string, onStdout: (chunk: string, send: (line: string) => void) => void = () => {}): Promise<ChildOutcome> {
+  const storeModule = new URL('./sqlite.ts', import.meta.url).href;
+  const source = `const { SqliteIdempotencyStore } = await import(${JSON.stringify(storeModule)});\n${script}`;
+  // Started from this folder so that `--import tsx` resolves the workspace's tsx.
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', source], {
+    cwd: fileURLToPath(new URL('.', import.meta.url)),
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    onStdout(chunk, (line) => child.stdin.write(`${line}\n`));
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (exitCode, signal) => resolve({ stdout, exitCode, signal }));
+  });
+}
+
+describe('SqliteIdempotencyStore on a shared file', () => {
+  it('gives a key to exactly one of two connections on the same file', async () => {
+    const path = newPath();
+    const clock = new ManualClock();
+    const first = SqliteIdempotencyStore.open(path, { now: clock.now });
+    const second = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, index) => (index % 2 === 0 ? first : second).claim('client-a', 'key-1', 'fp-1')),
+      );
+      assert.equal(results.filter((result) => result.outcome === 'claimed').length, 1);
+
+      await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.deepEqual(await second.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
+  it('gives each key to exactly one of several processes claiming at once', { timeout: 60_000 }, async () => {
+    const path = newPath();
+    await SqliteIdempotencyStore.open(path).close(); // create the schema before the race
+    const processes = 4;
+    const keys = 1_000;
+    // Every process opens the store and says "ready"; once all are, they are told one instant
+    // (a few ms ahead, on the shared wall clock) at which all start claiming the same keys.
+    const script = `
+      const store = SqliteIdempotencyStore.open(${JSON.stringify(path)}, { now: () => ${START_MS} });
+      const won = [];
+      process.stdout.write('ready\\n');
+      process.stdin.once('data', async (startAt) => {
+        while (Date.now() < Number(startAt)) {}
+        for (let index = 0; index < ${keys}; index += 1) {
+          const result = await store.claim('client-a', 'key-' + index, 'fp-1');
+          if (result.outcome === 'claimed') won.push(index);
+          else if (result.outcome !== 'in-flight') throw new Error('unexpected ' + result.outcome);
+        }
+        await store.close();
+        process.stdout.write(JSON.stringify(won) + '\\n');
+        process.exit(0);
+      });`;
+    let ready = 0;
+    const senders: ((line: string) => void)[] = [];
+    const outcomes = await Promise.all(
+      Array.from({ length: processes }, () =>
+        runProcess(script, (chunk, send) => {
+          if (!chunk.includes('ready')) return;
+          senders.push(send);
+          ready += 1;
+          if (ready !== processes) return;
+          const startAt = Date.now() + 50;
+          for (const go of senders) go(String(startAt));
+        }),
+      ),
+    );
+
+    const wins = new Map<number, number>();
+    for (const outcome of outcomes) {
+      assert.equal(outcome.exitCode, 0);
+      const won = JSON.parse(outcome.stdout.slice(outcome.stdout.indexOf('\n') + 1)) as number[];
+      for (const index of won) wins.set(index, (wins.get(index) ?? 0) + 1);
+    }
+    assert.equal(wins.size, keys);
+    assert.deepEqual([...wins].filter(([, count]) => count !== 1), [], 'keys claimed by more than one process');
+  });
+});
+
+describe('SqliteIdempotencyStore durability', () => {
+  it('keeps a completed record across close and reopen', async () => {
+    const path = newPath();
+    const clock = new ManualClock();
+    const original = SqliteIdempotencyStore.open(path, { now: clock.now });
+    await original.claim('client-a', 'key-1', 'fp-1');
+    await original.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    await original.close();
+
+    const reopened = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      assert.deepEqual(await reopened.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await reopened.close();
+    }
+  });
+
+  it('shows a completed record to a new connection while the writer never closed', async () => {
+    const path = newPath();
+    const clock = new ManualClock();
+    const crashed = SqliteIdempotencyStore.open(path, { now: clock.now });
+    const restarted = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      await crashed.claim('client-a', 'key-1', 'fp-1');
+      await crashed.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.deepEqual(await restarted.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await crashed.close();
+      await restarted.close();
+    }
+  });
+
+  it('keeps a completed record, and the claim still in flight, when the process is killed', { timeout: 30_000 }, async () => {
+    const path = newPath();
+    const killed = await runProcess(`
+      const store = SqliteIdempotencyStore.open(${JSON.stringify(path)}, { now: () => ${START_MS} });
+      await store.claim('client-a', 'done', 'fp-1');
+      await store.complete('client-a', 'done', 'fp-1', ${JSON.stringify(RESPONSE)});
+      await store.claim('client-a', 'running', 'fp-1');
+      process.kill(process.pid, 'SIGKILL');`);
+    assert.equal(killed.signal, 'SIGKILL');
+
+    const clock = new ManualClock();
+    const restarted = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      assert.deepEqual(await restarted.claim('client-a', 'done', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+      assert.deepEqual(await restarted.claim('client-a', 'running', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 15 });
+      clock.advance(LOCK_TIMEOUT_MS);
+      assert.deepEqual(await restarted.claim('client-a', 'running', 'fp-1'), { outcome: 'claimed' });
+    } finally {
+      await restarted.close();
+    }
+  });
+});
+
+describe('SqliteIdempotencyStore schema', () => {
+  it('creates the file in WAL mode with the current schema version', async () => {
+    const path = newPath();
+    await SqliteIdempotencyStore.open(path).close();
+    const db = new Database(path, { readonly: true });
+    try {
+      assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idempotency_keys'").pluck().all();
+      assert.ok(indexes.includes('idempotency_keys_expires_at'));
+    } finally {
+      db.close();
+    }
+  });
+
+  it('migrates idempotently: opening the file again, while open or after, keeps the records', async () => {
+    const path = newPath();
+    const clock = new ManualClock();
+    const first = SqliteIdempotencyStore.open(path, { now: clock.now });
+    await first.claim('client-a', 'key-1', 'fp-1');
+    await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    const second = SqliteIdempotencyStore.open(path, { now: clock.now });
+    await first.close();
+    await second.close();
+
+    const third = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      assert.equal((await third.claim('client-a', 'key-1', 'fp-1')).outcome, 'replay');
+    } finally {
+      await third.close();
+    }
+  });
+
+  it('refuses a file written by a newer schema', async () => {
+    const path = newPath();
+    await SqliteIdempotencyStore.open(path).close();
+    const db = new Database(path);
+    db.pragma('user_version = 2');
+    db.close();
+    assert.throws(() => SqliteIdempotencyStore.open(path), UnsupportedIdempotencySchema);
+  });
+
+  it('finds expired records through the expires_at index', async () => {
+    const path = newPath();
+    const clock = new ManualClock();
+    const store = SqliteIdempotencyStore.open(path, { now: clock.now });
+    await store.claim('client-a', 'key-1', 'fp-1');
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    try {
+      const plan = db
+        .prepare('EXPLAIN QUERY PLAN SELECT rowid FROM idempotency_keys WHERE expires_at <= ? LIMIT ?')
+        .all(START_MS + RETENTION_MS, 10) as { detail: string }[];
+      assert.ok(plan.some((step) => step.detail.includes('idempotency_keys_expires_at')), JSON.stringify(plan));
+    } finally {
+      db.close();
+    }
+  });
+});

@@ -1,0 +1,259 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import {
+  claimExpiresAt,
+  IdempotencyStoreClosed,
+  judgeExistingRecord,
+  resolveBatchSize,
+  resolveStoreOptions,
+  type ClaimResult,
+  type IdempotencyStore,
+  type IdempotencyStoreOptions,
+  type RecordState,
+  type ResolvedStoreOptions,
+  type StoredResponse,
+} from './store.js';
+
+export interface SqliteIdempotencyStoreOptions extends IdempotencyStoreOptions {
+  /**
+   * How long a statement waits for another connection's write lock before failing with
+   * SQLITE_BUSY (ms). Several predictor processes may share one file. Default 5 000.
+   */
+  busyTimeoutMs?: number;
+}
+
+/** The file was written by a newer predictor whose schema this one does not know. */
+export class UnsupportedIdempotencySchema extends Error {
+  override name = 'UnsupportedIdempotencySchema';
+  constructor(readonly found: number, readonly supported: number) {
+    super(`The idempotency database has schema version ${found}; this predictor supports up to ${supported}.`);
+  }
+}
+
+/** An invariant of the claim transaction did not hold: the database was changed behind the store's back. */
+export class IdempotencyStoreCorrupted extends Error {
+  override name = 'IdempotencyStoreCorrupted';
+}
+
+/**
+ * Applied in order on open; `user_version` records how many ran, so opening twice (or
+ * two processes opening at once: the migration runs under a write lock) changes nothing.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS idempotency_keys (
+     client_id    TEXT    NOT NULL,
+     key          TEXT    NOT NULL,
+     fingerprint  TEXT    NOT NULL,
+     locked_until INTEGER NOT NULL, -- ms since epoch; meaningful while status IS NULL (in flight)
+     expires_at   INTEGER NOT NULL, -- ms since epoch; the record is ignored from then on, and purged
+     status       INTEGER,          -- NULL while in flight
+     headers      TEXT,             -- JSON object
+     body         TEXT,
+     PRIMARY KEY (client_id, key)
+   );
+   -- purgeExpired() runs periodically under the write lock; without this index each batch
+   -- would scan the whole table and block claims meanwhile. It costs one more b-tree write per claim.
+   CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);`,
+];
+
+interface RecordRow {
+  fingerprint: string;
+  locked_until: number;
+  expires_at: number;
+  status: number | null;
+  headers: string | null;
+  body: string | null;
+}
+
+interface KeyParams {
+  clientId: string;
+  key: string;
+}
+
+interface ClaimParams extends KeyParams {
+  fingerprint: string;
+  now: number;
+  lockedUntil: number;
+  expiresAt: number;
+}
+
+interface CompleteParams extends KeyParams {
+  fingerprint: string;
+  now: number;
+  expiresAt: number;
+  status: number;
+  headers: string;
+  body: string;
+}
+
+/**
+ * Idempotency records in an SQLite file: durable across a crash of the predictor, and
+ * shared safely by several processes on one host. A claim is one IMMEDIATE transaction,
+ * so it holds the file's write lock from its first read to its last write.
+ */
+export class SqliteIdempotencyStore implements IdempotencyStore {
+  readonly #db: Database.Database;
+  readonly #options: ResolvedStoreOptions;
+  readonly #insertClaim: Database.Statement<ClaimParams>;
+  readonly #selectRecord: Database.Statement<KeyParams, RecordRow>;
+  readonly #takeOverClaim: Database.Statement<ClaimParams>;
+  readonly #complete: Database.Statement<CompleteParams>;
+  readonly #release: Database.Statement<KeyParams & { fingerprint: string }>;
+  readonly #purge: Database.Statement<{ now: number; limit: number }>;
+  readonly #ping: Database.Statement<[], unknown>;
+  readonly #claimTransaction: (clientId: string, key: string, fingerprint: string, now: number) => ClaimResult;
+
+  private constructor(db: Database.Database, options: ResolvedStoreOptions) {
+    this.#db = db;
+    this.#options = options;
+    this.#insertClaim = db.prepare(
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, locked_until, expires_at)
+       VALUES (@clientId, @key, @fingerprint, @lockedUntil, @expiresAt)
+       ON CONFLICT (client_id, key) DO NOTHING`,
+    );
+    this.#selectRecord = db.prepare(
+      'SELECT fingerprint, locked_until, expires_at, status, headers, body FROM idempotency_keys WHERE client_id = @clientId AND key = @key',
+    );
+    // Takes over an expired record, or an abandoned claim of the same request. The WHERE
+    // restates that condition, so this can never take a live claim away from its holder.
+    this.#takeOverClaim = db.prepare(
+      `UPDATE idempotency_keys
+       SET fingerprint = @fingerprint, locked_until = @lockedUntil, expires_at = @expiresAt, status = NULL, headers = NULL, body = NULL
+       WHERE client_id = @clientId AND key = @key
+         AND (expires_at <= @now OR (status IS NULL AND fingerprint = @fingerprint AND locked_until <= @now))`,
+    );
+    // The first completion wins and another request's record is never overwritten; a missing
+    // record is stored anyway, so a retry replays the response instead of executing again.
+    this.#complete = db.prepare(
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, locked_until, expires_at, status, headers, body)
+       VALUES (@clientId, @key, @fingerprint, @now, @expiresAt, @status, @headers, @body)
+       ON CONFLICT (client_id, key) DO UPDATE
+       SET fingerprint = excluded.fingerprint, locked_until = excluded.locked_until, expires_at = excluded.expires_at,
+           status = excluded.status, headers = excluded.headers, body = excluded.body
+       WHERE (idempotency_keys.status IS NULL AND idempotency_keys.fingerprint = excluded.fingerprint)
+          OR idempotency_keys.expires_at <= @now`,
+    );
+    this.#release = db.prepare(
+      'DELETE FROM idempotency_keys WHERE client_id = @clientId AND key = @key AND fingerprint = @fingerprint AND status IS NULL',
+    );
+    this.#purge = db.prepare(
+      'DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= @now LIMIT @limit)',
+    );
+    // Reads the table, not just the connection: a missing or unreadable file shows here.
+    this.#ping = db.prepare('SELECT 1 FROM idempotency_keys LIMIT 1');
+
+    const claim = db.transaction((clientId: string, key: string, fingerprint: string, now: number): ClaimResult => {
+      const params: ClaimParams = { clientId, key, fingerprint, now, lockedUntil: now + options.lockTimeoutMs, expiresAt: claimExpiresAt(now, options) };
+      if (this.#insertClaim.run(params).changes === 1) return { outcome: 'claimed' };
+      const row = this.#selectRecord.get({ clientId, key });
+      if (row && row.expires_at > now) {
+        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, options.lockTimeoutMs);
+        if (verdict.outcome !== 'abandoned') return verdict;
+      }
+      if (this.#takeOverClaim.run(params).changes !== 1) {
+        throw new IdempotencyStoreCorrupted(`the claim of an expired record changed ${clientId}/${key} unexpectedly`);
+      }
+      return { outcome: 'claimed' };
+    });
+    // BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A
+    // deferred transaction would read first and could then fail with SQLITE_BUSY_SNAPSHOT
+    // on upgrading to a write, without waiting (https://sqlite.org/rescode.html#busy_snapshot).
+    this.#claimTransaction = (clientId, key, fingerprint, now) => claim.immediate(clientId, key, fingerprint, now);
+  }
+
+  /** Opens (creating if needed) the database file and brings its schema up to date. */
+  static open(path: string, options: SqliteIdempotencyStoreOptions = {}): SqliteIdempotencyStore {
+    const resolved = resolveStoreOptions(options);
+    const { busyTimeoutMs = 5_000 } = options;
+    if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // `timeout` is SQLite's busy_timeout, set before any statement so even the pragmas below wait.
+    const db = new Database(path, { timeout: busyTimeoutMs });
+    try {
+      // WAL: readers never block the writer and a commit is one append to the log.
+      db.pragma('journal_mode = WAL');
+      // In WAL mode NORMAL syncs the log only at checkpoints, not at every commit. A commit
+      // is still in the OS before `run()` returns, so it survives a crash of the process
+      // (the requirement); only a power loss or kernel crash can lose the latest commits.
+      db.pragma('synchronous = NORMAL');
+      migrate(db);
+      return new SqliteIdempotencyStore(db, resolved);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
+    this.#assertOpen();
+    return this.#claimTransaction(clientId, key, fingerprint, this.#options.now());
+  }
+
+  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+    this.#assertOpen();
+    const now = this.#options.now();
+    this.#complete.run({
+      clientId,
+      key,
+      fingerprint,
+      now,
+      expiresAt: now + this.#options.retentionMs,
+      status: response.status,
+      headers: JSON.stringify(response.headers),
+      body: response.body,
+    });
+  }
+
+  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
+    this.#assertOpen();
+    this.#release.run({ clientId, key, fingerprint });
+  }
+
+  async purgeExpired(batchSize?: number): Promise<number> {
+    this.#assertOpen();
+    return this.#purge.run({ now: this.#options.now(), limit: resolveBatchSize(batchSize) }).changes;
+  }
+
+  async healthy(): Promise<boolean> {
+    if (!this.#db.open) return false;
+    try {
+      this.#ping.get();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+  }
+
+  #assertOpen(): void {
+    if (!this.#db.open) throw new IdempotencyStoreClosed();
+  }
+}
+
+function migrate(db: Database.Database): void {
+  // Immediate: two processes opening a new file at once run the migrations one after the other.
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) throw new UnsupportedIdempotencySchema(version, MIGRATIONS.length);
+    for (const migration of MIGRATIONS.slice(version)) db.exec(migration);
+    // PRAGMA takes no bound parameters; the value is our own constant.
+    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
+  }).immediate();
+}
+
+function toRecordState(row: RecordRow): RecordState {
+  return {
+    fingerprint: row.fingerprint,
+    lockedUntil: row.locked_until,
+    response: row.status === null ? undefined : { status: row.status, headers: parseHeaders(row.headers), body: row.body ?? '' },
+  };
+}
+
+function parseHeaders(json: string | null): Record<string, string> {
+  const parsed: unknown = json === null ? {} : JSON.parse(json);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
+  return Object.fromEntries(Object.entries(parsed).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+}
