@@ -2,14 +2,12 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
-import { createLogger } from '@m2m/common';
 import { buildApp } from './app.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { KeysUnavailable } from './http/problems.js';
-import { loadIrisModel } from './model/index.js';
+import { testDeps } from './testing/test-app.js';
 import { createTestIssuer, TEST_AUDIENCE, TEST_ISSUER, unsignedToken } from './testing/test-issuer.js';
 
-const silent = createLogger('predictor', 'silent');
 const SETOSA = [5.1, 3.5, 1.4, 0.2];
 
 describe('predictor HTTP API', () => {
@@ -18,13 +16,11 @@ describe('predictor HTTP API', () => {
 
   before(async () => {
     issuer = await createTestIssuer();
-    app = buildApp({
-      model: loadIrisModel(),
-      verifyToken: createTokenVerifier({ issuer: TEST_ISSUER, audience: TEST_AUDIENCE, algorithms: ['ES256', 'EdDSA'], clockToleranceSeconds: 5, getKey: issuer.getKey }),
-      notReadyReason: () => undefined,
-      logger: silent,
-      bodyLimitBytes: 1024,
-    });
+    app = buildApp(
+      testDeps({
+        verifyToken: createTokenVerifier({ issuer: TEST_ISSUER, audience: TEST_AUDIENCE, algorithms: ['ES256', 'EdDSA'], clockToleranceSeconds: 5, getKey: issuer.getKey }),
+      }),
+    );
   });
 
   const predict = (token: string | undefined, body: unknown = { inputs: [SETOSA] }, headers: Record<string, string> = {}) =>
@@ -154,13 +150,12 @@ describe('predictor HTTP API', () => {
   it('answers 422 for no rows and for more than 1000 rows', async () => {
     const token = await issuer.token();
     await assertProblem(await predict(token, { inputs: [] }), 422);
-    const big = buildApp({
-      model: loadIrisModel(),
-      verifyToken: async () => ({ clientId: 'c', scopes: new Set(['predict']), plan: 'standard', authMethod: 'bearer-jwt', tokenId: undefined, expiresAt: 0 }),
-      notReadyReason: () => undefined,
-      logger: silent,
-      bodyLimitBytes: 65_536,
-    });
+    const big = buildApp(
+      testDeps({
+        verifyToken: async () => ({ clientId: 'c', scopes: new Set(['predict']), plan: 'standard', authMethod: 'bearer-jwt', tokenId: undefined, expiresAt: 0 }),
+        bodyLimitBytes: 65_536,
+      }),
+    );
     const response = await big.request('/v1/predict', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: 'Bearer any' },
@@ -185,15 +180,14 @@ describe('predictor HTTP API', () => {
 describe('predictor readiness and key outages', () => {
   it('reports not ready (503) until the keys are loaded, while /healthz stays 200', async () => {
     let reason: string | undefined = 'signing keys not loaded yet';
-    const app = buildApp({
-      model: loadIrisModel(),
-      verifyToken: async () => {
-        throw new KeysUnavailable(1);
-      },
-      notReadyReason: () => reason,
-      logger: silent,
-      bodyLimitBytes: 1024,
-    });
+    const app = buildApp(
+      testDeps({
+        verifyToken: async () => {
+          throw new KeysUnavailable(1);
+        },
+        notReadyReason: async () => reason,
+      }),
+    );
     assert.equal((await app.request('/healthz')).status, 200);
     const notReady = await app.request('/readyz');
     assert.equal(notReady.status, 503);
@@ -203,21 +197,19 @@ describe('predictor readiness and key outages', () => {
   });
 
   it('answers 503 with Retry-After, not 401, when no signing keys can be obtained', async () => {
-    const app = buildApp({
-      model: loadIrisModel(),
-      verifyToken: createTokenVerifier({
-        issuer: TEST_ISSUER,
-        audience: TEST_AUDIENCE,
-        algorithms: ['ES256'],
-        clockToleranceSeconds: 5,
-        getKey: async () => {
-          throw new TypeError('fetch failed');
-        },
+    const app = buildApp(
+      testDeps({
+        verifyToken: createTokenVerifier({
+          issuer: TEST_ISSUER,
+          audience: TEST_AUDIENCE,
+          algorithms: ['ES256'],
+          clockToleranceSeconds: 5,
+          getKey: async () => {
+            throw new TypeError('fetch failed');
+          },
+        }),
       }),
-      notReadyReason: () => undefined,
-      logger: silent,
-      bodyLimitBytes: 1024,
-    });
+    );
     const issuer = await createTestIssuer();
     const response = await app.request('/v1/predict', { method: 'POST', headers: { authorization: `Bearer ${await issuer.token()}` } });
     assert.equal(response.status, 503);

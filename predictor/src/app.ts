@@ -3,21 +3,35 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import type { Logger } from '@m2m/common';
+import type { ApiKeyVerifier } from './auth/api-keys.js';
 import { authenticate, requireScope } from './auth/middleware.js';
 import { ROUTE_SCOPES } from './auth/scopes.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { AppEnv } from './http/app-env.js';
+import type { Metrics } from './http/metrics.js';
+import { observeRequests } from './http/observe.js';
 import { HttpProblem, InternalError, NotFound, NotReady, PayloadTooLarge, renderProblem } from './http/problems.js';
-import { requestLog } from './http/request-log.js';
+import type { IdempotencyStore } from './idempotency/store.js';
+import { rateLimit, rateLimitHeadersFor } from './limits/middleware.js';
+import type { PlanTable } from './limits/plans.js';
+import type { RateLimiter } from './limits/rate-limiter.js';
 import type { IrisModel } from './model/index.js';
 import { predictHandler } from './predict/route.js';
 
 export interface PredictorDeps {
   model: IrisModel;
   verifyToken: TokenVerifier;
-  /** Why the predictor cannot serve yet, or undefined when it can. */
-  notReadyReason: () => string | undefined;
+  /** Absent: X-API-Key is not accepted. */
+  verifyApiKey?: ApiKeyVerifier | undefined;
+  /** Why the predictor cannot serve now (keys not loaded, a store down), or undefined when it can. */
+  notReadyReason: () => Promise<string | undefined>;
+  plans: PlanTable;
+  limiter: RateLimiter;
+  idempotencyStore: IdempotencyStore;
+  /** Refuse POST /v1/predict without Idempotency-Key. Default false. */
+  requireIdempotencyKey?: boolean;
   logger: Logger;
+  metrics: Metrics;
   /** Largest accepted request body (in bytes). */
   bodyLimitBytes: number;
   /** Milliseconds since the epoch. Default `Date.now`. */
@@ -30,8 +44,8 @@ const WELL_FORMED_REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
 
 /** The predictor's HTTP API, with every dependency passed in: no environment, no globals. */
 export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
-  const now = deps.now ?? Date.now;
   const app = new Hono<AppEnv>();
+  const limits = { limiter: deps.limiter, plans: deps.plans, metrics: deps.metrics };
 
   app.use(
     requestId({
@@ -41,18 +55,19 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       },
     }),
   );
-  app.use(requestLog(deps.logger, () => performance.now()));
+  app.use(observeRequests(deps.logger, deps.metrics));
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
-  app.get('/readyz', (c) => {
-    const reason = deps.notReadyReason();
+  app.get('/readyz', async (c) => {
+    const reason = await deps.notReadyReason();
     if (reason) throw new NotReady(reason);
     return c.json({ status: 'ready' });
   });
+  app.get('/metrics', async (c) => c.body(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType }));
 
-  const authenticated = authenticate(deps.verifyToken);
+  const authenticated = [authenticate({ verifyToken: deps.verifyToken, verifyApiKey: deps.verifyApiKey }), rateLimitHeadersFor(limits)] as const;
 
-  app.get('/v1/models', authenticated, requireScope(ROUTE_SCOPES.listModels), (c) => {
+  app.get('/v1/models', ...authenticated, requireScope(ROUTE_SCOPES.listModels), rateLimit(limits), (c) => {
     const { model } = deps;
     return c.json({
       data: [{ id: model.id, object: 'model', features: model.features, labels: model.labels, training: model.training }],
@@ -61,15 +76,25 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
 
   app.post(
     '/v1/predict',
-    authenticated,
+    ...authenticated,
     requireScope(ROUTE_SCOPES.predict),
     bodyLimit({ maxSize: deps.bodyLimitBytes, onError: (c) => renderProblem(c, new PayloadTooLarge(deps.bodyLimitBytes)) }),
-    predictHandler({ model: deps.model, now, newPredictionId: deps.newPredictionId ?? (() => `pred_${randomUUID()}`) }),
+    predictHandler({
+      ...limits,
+      model: deps.model,
+      idempotencyStore: deps.idempotencyStore,
+      requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
+      now: deps.now ?? Date.now,
+      newPredictionId: deps.newPredictionId ?? (() => `pred_${randomUUID()}`),
+    }),
   );
 
   app.notFound((c) => renderProblem(c, new NotFound(c.req.path)));
   app.onError((error, c) => {
-    if (error instanceof HttpProblem) return renderProblem(c, error);
+    if (error instanceof HttpProblem) {
+      if (error.status >= 500) deps.logger.warn({ requestId: c.var.requestId, problem: error.slug, cause: (error.cause as Error | undefined)?.message }, 'service problem');
+      return renderProblem(c, error);
+    }
     deps.logger.error({ err: error, requestId: c.var.requestId }, 'unhandled error');
     return renderProblem(c, new InternalError());
   });

@@ -1,4 +1,5 @@
 import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
+import { DEFAULT_PLANS_PATH } from './limits/plans.js';
 
 export interface PredictorConfig {
   /** Listening port; 0 picks a free one. */
@@ -12,9 +13,22 @@ export interface PredictorConfig {
   clockToleranceSeconds: number;
   /** Minimum time between JWKS refetches caused by an unknown `kid` (ms). */
   jwksCooldownMs: number;
-  /** Age after which cached keys are refetched (ms). */
-  jwksCacheMaxAgeMs: number;
+  /** Age after which cached keys are refreshed in the background (ms). */
+  jwksMaxAgeMs: number;
+  /** How long past that age the last known keys keep verifying while refreshes fail (ms). */
+  jwksStaleIfErrorMs: number;
   bodyLimitBytes: number;
+  /** The plans file (limits per plan): the single source of truth. */
+  plansFile: string;
+  /** Where the durable stores live (idempotency records, API keys). */
+  dataDir: string;
+  /** `sqlite` (durable, the default) or `memory` (lost on restart; tests and the bench). */
+  idempotencyStore: 'sqlite' | 'memory';
+  idempotencyRetentionMs: number;
+  idempotencyLockTimeoutMs: number;
+  requireIdempotencyKey: boolean;
+  /** Accept X-API-Key (keys made with `npm run apikey`). */
+  apiKeys: boolean;
   logLevel: LogLevel;
 }
 
@@ -38,8 +52,16 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     algorithms,
     clockToleranceSeconds: read.integer('CLOCK_TOLERANCE', 5, { min: 0, max: 300 }),
     jwksCooldownMs: read.integer('JWKS_COOLDOWN_MS', 30_000, { min: 0, max: 3_600_000 }),
-    jwksCacheMaxAgeMs: read.integer('JWKS_CACHE_MAX_AGE_MS', 600_000, { min: 1_000, max: 86_400_000 }),
+    jwksMaxAgeMs: read.integer('JWKS_MAX_AGE_MS', 600_000, { min: 1_000, max: 86_400_000 }),
+    jwksStaleIfErrorMs: read.integer('JWKS_STALE_IF_ERROR_MS', 3_600_000, { min: 0, max: 86_400_000 }),
     bodyLimitBytes: read.integer('BODY_LIMIT_BYTES', 65_536, { min: 1_024, max: 16_777_216 }),
+    plansFile: read.string('PLANS_FILE', DEFAULT_PLANS_PATH),
+    dataDir: read.string('PREDICTOR_DATA_DIR', '.data/predictor'),
+    idempotencyStore: read.oneOf('IDEMPOTENCY_STORE', 'sqlite', ['sqlite', 'memory']),
+    idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
+    idempotencyLockTimeoutMs: read.integer('IDEMPOTENCY_LOCK_TIMEOUT_MS', 15_000, { min: 100, max: 600_000 }),
+    requireIdempotencyKey: read.oneOf('IDEMPOTENCY_KEY_REQUIRED', 'false', ['true', 'false']) === 'true',
+    apiKeys: read.oneOf('API_KEYS', 'true', ['true', 'false']) === 'true',
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }

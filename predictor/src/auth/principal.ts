@@ -4,9 +4,9 @@ export interface Principal {
   scopes: ReadonlySet<string>;
   /** Rate-limit plan name (token `plan` claim). */
   plan: string;
-  authMethod: 'bearer-jwt';
-  /** Token id (`jti`), for logs. */
+  authMethod: 'bearer-jwt' | 'api-key';
+  /** Token id (`jti`) or API key id, for logs. */
   tokenId: string | undefined;
-  /** Token expiry, seconds since the epoch. */
-  expiresAt: number;
+  /** Token expiry, seconds since the epoch; API keys don't expire (they are revoked). */
+  expiresAt: number | undefined;
 }

@@ -1,9 +1,14 @@
 import type { Principal } from '../auth/principal.js';
+import type { IdempotencyOutcome } from '../idempotency/execute-once.js';
+import type { RateLimitDecision } from '../limits/rate-limiter.js';
 
 /** Hono context variables shared by the middleware. */
 export interface AppEnv {
   Variables: {
     requestId: string;
     principal: Principal | undefined;
+    /** The charged decision, when the request was charged. */
+    rateLimit: RateLimitDecision | undefined;
+    idempotency: IdempotencyOutcome | undefined;
   };
 }

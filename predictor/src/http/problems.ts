@@ -134,6 +134,51 @@ export class ValidationFailed extends HttpProblem {
   }
 }
 
+/** 429: names the violated policy (draft-ietf-httpapi-ratelimit-headers); Retry-After comes with the rate-limit headers. */
+export class RateLimited extends HttpProblem {
+  constructor(violation: { policy: string; limit: number; windowSeconds: number; retryAfterSeconds: number }) {
+    super(429, 'rate-limited', 'Too many requests', `The "${violation.policy}" policy (${violation.limit} per ${violation.windowSeconds} s) is exhausted; retry in ${violation.retryAfterSeconds} s.`, {
+      headers: { 'retry-after': String(violation.retryAfterSeconds) },
+      extensions: { violated_policy: violation.policy, limit: violation.limit, window_seconds: violation.windowSeconds, retry_after_seconds: violation.retryAfterSeconds },
+    });
+  }
+}
+
+export class InvalidIdempotencyKey extends HttpProblem {
+  constructor() {
+    super(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'An Idempotency-Key must be 1 to 255 printable ASCII characters.');
+  }
+}
+
+export class IdempotencyKeyRequired extends HttpProblem {
+  constructor() {
+    super(400, 'idempotency-key-required', 'Idempotency-Key required', 'This server requires an Idempotency-Key header on POST /v1/predict.');
+  }
+}
+
+/** The same key and request is still executing: retry after it completes. */
+export class IdempotencyKeyInFlight extends HttpProblem {
+  constructor(retryAfterSeconds: number) {
+    super(409, 'idempotency-key-in-flight', 'Request in progress', 'A request with this Idempotency-Key is still being processed; retry with the same key.', {
+      headers: { 'retry-after': String(retryAfterSeconds) },
+    });
+  }
+}
+
+export class IdempotencyKeyReused extends HttpProblem {
+  constructor() {
+    super(422, 'idempotency-key-reused', 'Idempotency-Key reused', 'This Idempotency-Key was used for a different request; use a new key for a new request.');
+  }
+}
+
+/** A backing store (idempotency, API keys) failed: fail closed, never execute unprotected. */
+export class StoreUnavailable extends HttpProblem {
+  constructor(store: string, options?: { cause?: unknown }) {
+    super(503, 'store-unavailable', 'Temporarily unavailable', `The ${store} store is unavailable; retry later.`, { headers: { 'retry-after': '1' } });
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
 export class NotFound extends HttpProblem {
   constructor(path: string) {
     super(404, 'not-found', 'Not found', `No route for ${path}.`);

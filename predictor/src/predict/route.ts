@@ -1,25 +1,51 @@
 import type { Context } from 'hono';
-import type { IrisModel } from '../model/index.js';
+import type { AppEnv } from '../http/app-env.js';
 import { readJsonBody } from '../http/json-body.js';
-import { parsePredictRequest } from './request-schema.js';
+import type { Metrics } from '../http/metrics.js';
+import { IdempotencyKeyRequired, InvalidIdempotencyKey } from '../http/problems.js';
+import { executeOnce } from '../idempotency/execute-once.js';
+import { fingerprint, parseIdempotencyKeyHeader } from '../idempotency/fingerprint.js';
+import type { IdempotencyStore } from '../idempotency/store.js';
+import { chargeRateLimit, type RateLimitDeps } from '../limits/middleware.js';
+import type { IrisModel } from '../model/index.js';
+import { parsePredictRequest, type PredictRequest } from './request-schema.js';
 
-export interface PredictHandlerDeps {
+export interface PredictHandlerDeps extends RateLimitDeps {
   model: IrisModel;
+  idempotencyStore: IdempotencyStore;
+  /** Refuse a POST without Idempotency-Key (400). */
+  requireIdempotencyKey: boolean;
+  metrics: Metrics;
   /** Milliseconds since the epoch. */
   now: () => number;
   /** Unique id of one executed prediction, so that a replay is recognisable. */
   newPredictionId: () => string;
 }
 
+/**
+ * POST /v1/predict. Order matters: the request is validated before anything is
+ * claimed or charged, a replay is answered before the rate limit (replays are free),
+ * and the model runs only for the holder of the claim.
+ */
 export function predictHandler(deps: PredictHandlerDeps) {
-  return async function predict(c: Context) {
-    const request = parsePredictRequest(await readJsonBody(c));
+  const run = async (c: Context<AppEnv>, request: PredictRequest) => {
+    await chargeRateLimit(c, deps);
     const predictions = deps.model.predict(request.inputs);
-    return c.json({
-      id: deps.newPredictionId(),
-      model: deps.model.id,
-      created: Math.floor(deps.now() / 1000),
-      predictions,
-    });
+    deps.metrics.predictions.inc();
+    return c.json({ id: deps.newPredictionId(), model: deps.model.id, created: Math.floor(deps.now() / 1000), predictions });
+  };
+
+  return async function predict(c: Context<AppEnv>) {
+    const header = c.req.header('idempotency-key');
+    const key = header === undefined ? undefined : parseIdempotencyKeyHeader(header);
+    if (header !== undefined && key === undefined) throw new InvalidIdempotencyKey();
+    if (key === undefined && deps.requireIdempotencyKey) throw new IdempotencyKeyRequired();
+    const request = parsePredictRequest(await readJsonBody(c));
+    if (key === undefined) return run(c, request);
+    return executeOnce(
+      { store: deps.idempotencyStore, metrics: deps.metrics, onOutcome: (outcome) => c.set('idempotency', outcome) },
+      { clientId: c.var.principal!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },
+      () => run(c, request),
+    );
   };
 }

@@ -1,0 +1,48 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+/** The predictor's Prometheus metrics, on a registry of its own (no global state). */
+export function createMetrics(options: { collectProcessMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.collectProcessMetrics ?? true) collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({
+      name: 'predictor_http_requests_total',
+      help: 'HTTP requests by route, method and status.',
+      labelNames: ['route', 'method', 'status'] as const,
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'predictor_http_request_duration_seconds',
+      help: 'HTTP request latency by route and method.',
+      labelNames: ['route', 'method'] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'predictor_rate_limited_total',
+      help: 'Requests refused with 429, by violated policy and plan.',
+      labelNames: ['policy', 'plan'] as const,
+      registers: [registry],
+    }),
+    idempotency: new Counter({
+      name: 'predictor_idempotency_outcomes_total',
+      help: 'Idempotency-Key outcomes: executed, replayed, in_flight, mismatch, released.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    predictions: new Counter({
+      name: 'predictor_model_executions_total',
+      help: 'Model executions (requests that ran the model).',
+      registers: [registry],
+    }),
+    jwksFetches: new Counter({
+      name: 'predictor_jwks_fetches_total',
+      help: 'JWKS fetches by outcome.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,54 @@
+import type { Context } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import type { AppEnv } from '../http/app-env.js';
+import type { Metrics } from '../http/metrics.js';
+import { RateLimited } from '../http/problems.js';
+import { describeViolation, rateLimitHeaders } from './headers.js';
+import type { PlanTable } from './plans.js';
+import type { RateLimiter } from './rate-limiter.js';
+
+export interface RateLimitDeps {
+  limiter: RateLimiter;
+  plans: PlanTable;
+  metrics: Metrics;
+}
+
+/** Takes one request from the principal's plan, or throws 429. The decision is kept for the headers and the log. */
+export async function chargeRateLimit(c: Context<AppEnv>, deps: RateLimitDeps): Promise<void> {
+  const principal = c.var.principal!;
+  const plan = deps.plans.resolve(principal.plan);
+  const decision = await deps.limiter.consume(principal.clientId, plan);
+  c.set('rateLimit', decision);
+  if (!decision.allowed) {
+    const violation = describeViolation(decision);
+    deps.metrics.rateLimited.inc({ policy: violation.policy, plan: plan.name });
+    throw new RateLimited(violation);
+  }
+}
+
+/** For routes charged as a whole (GET /v1/models). */
+export function rateLimit(deps: RateLimitDeps) {
+  return createMiddleware<AppEnv>(async function chargeRequest(c, next) {
+    await chargeRateLimit(c, deps);
+    await next();
+  });
+}
+
+/**
+ * Rate-limit headers on every response to an authenticated client. Responses that
+ * were not charged (403, validation errors, replays, 409) show the current state.
+ */
+export function rateLimitHeadersFor(deps: RateLimitDeps) {
+  return createMiddleware<AppEnv>(async function addRateLimitHeaders(c, next) {
+    await next();
+    const principal = c.var.principal;
+    if (!principal) return;
+    const charged = c.var.rateLimit;
+    const decision = charged ?? (await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan)));
+    for (const [name, value] of Object.entries(rateLimitHeaders(decision))) {
+      // Only a 429 tells the client to wait; a peek may say the *next* request would be refused.
+      if (name === 'Retry-After' && c.res.status !== 429) continue;
+      c.res.headers.set(name, value);
+    }
+  });
+}
