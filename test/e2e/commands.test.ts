@@ -14,7 +14,8 @@ describe('npm start', () => {
       AUTH_PORT: String(authPort),
       PREDICTOR_PORT: String(predictorPort),
       ISSUER: `http://localhost:${authPort}`,
-      DATA_DIR: dataDir.path,
+      DATA_DIR: `${dataDir.path}/auth`,
+      PREDICTOR_DATA_DIR: `${dataDir.path}/predictor`,
     });
     await start.waitForLog((record) => record['service'] === 'auth-server' && record.msg === 'listening', 'auth-server listening');
     await start.waitForLog((record) => record['service'] === 'predictor' && record['event'] === 'jwks.loaded', 'predictor keys loaded');
@@ -47,7 +48,7 @@ describe('caller CLI', () => {
   before(async () => {
     dataDir = await temporaryDirectory('cli');
     auth = await startAuthServer({ dataDir: dataDir.path });
-    predictor = await startPredictor({ issuer: auth.issuer });
+    predictor = await startPredictor({ issuer: auth.issuer, dataDir: dataDir.path });
   });
   after(() => dataDir.remove());
 

@@ -15,7 +15,7 @@ describe('auth-server and predictor as real processes', () => {
   before(async () => {
     dataDir = await temporaryDirectory('system');
     auth = await startAuthServer({ dataDir: dataDir.path });
-    predictor = await startPredictor({ issuer: auth.issuer });
+    predictor = await startPredictor({ issuer: auth.issuer, dataDir: dataDir.path });
     callerToken = (await requestToken(auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!, { scope: 'predict models:read' })).body['access_token'] as string;
   });
   after(async () => {

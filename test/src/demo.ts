@@ -25,7 +25,7 @@ const dataDir = await temporaryDirectory('demo');
 try {
   say('Starting the auth-server and the predictor on free ports…');
   const auth = await startAuthServer({ dataDir: dataDir.path, audience: AUDIENCE });
-  const predictor = await startPredictor({ issuer: auth.issuer, audience: AUDIENCE });
+  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: dataDir.path, audience: AUDIENCE });
   say(`  auth-server ${auth.issuer}   predictor ${predictor.url}`);
 
   const tokens = new TokenSource({ issuer: auth.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, scope: 'predict models:read' });

@@ -11,6 +11,18 @@ export type LogRecord = Record<string, unknown> & { msg?: string };
 
 /** Every child started by this module, so that none outlives the test run. */
 const running = new Set<ManagedProcess>();
+/** Every server process started, kept for the log audit in `stopAll`. */
+const started: ManagedProcess[] = [];
+/** Credentials the tests handled; none may appear in a server's output. */
+const knownSecrets = new Set<string>();
+
+/** Registers a credential (client secret, token, API key) that no server may ever log. */
+export function rememberSecret(secret: string): void {
+  if (secret.length >= 8) knownSecrets.add(secret);
+}
+
+/** Names of the processes whose output is a log (the CLI's stdout is results by design). */
+const SERVER_NAMES = new Set(['auth-server', 'predictor', 'npm start']);
 process.once('exit', () => {
   for (const managed of running) managed.child.kill('SIGKILL');
 });
@@ -28,6 +40,7 @@ export class ManagedProcess {
     readonly child: ChildProcess,
   ) {
     running.add(this);
+    if (SERVER_NAMES.has(name)) started.push(this);
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         running.delete(this);
@@ -121,9 +134,18 @@ export function startTypeScript(name: string, entry: string, env: Record<string,
   return new ManagedProcess(name, child);
 }
 
-/** Stops every process still running (for `after` hooks). */
+/**
+ * Stops every process still running (for `after` hooks), then audits everything the
+ * servers printed: a credential the tests handled in any line fails the test file.
+ */
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((managed) => managed.stop()));
+  const leaks = started.flatMap((managed) => {
+    const output = managed.output();
+    return [...knownSecrets].filter((secret) => output.includes(secret)).map((secret) => `${managed.name} (pid ${managed.pid}) logged a secret starting ${secret.slice(0, 6)}…`);
+  });
+  started.length = 0;
+  if (leaks.length > 0) throw new Error(`secrets in server logs:\n${leaks.join('\n')}`);
 }
 
 export async function temporaryDirectory(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {

@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
-import { REPOSITORY_ROOT, startTypeScript, type ManagedProcess } from './processes.js';
+import { rememberSecret, REPOSITORY_ROOT, startTypeScript, type ManagedProcess } from './processes.js';
 
 /** dev.env's credentials, as `npm start` and the demo use them. */
 export const DEV_ENV: Record<string, string> = parseEnv(readFileSync(join(REPOSITORY_ROOT, 'dev.env'), 'utf8')) as Record<string, string>;
+for (const secret of Object.values(DEV_ENV)) rememberSecret(secret);
 
 export interface RunningAuthServer {
   process: ManagedProcess;
@@ -35,9 +36,10 @@ export async function startAuthServer(options: { dataDir: string; audience?: str
 }
 
 /** Starts the predictor on a free port and waits until it has loaded the issuer's keys. */
-export async function startPredictor(options: { issuer: string; audience?: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
+export async function startPredictor(options: { issuer: string; dataDir: string; audience?: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
   const process = startTypeScript('predictor', 'predictor/src/main.ts', {
     PREDICTOR_PORT: '0',
+    PREDICTOR_DATA_DIR: options.dataDir,
     ISSUER: options.issuer,
     PREDICTOR_AUDIENCE: options.audience ?? TEST_AUDIENCE,
     ...options.env,
@@ -63,5 +65,7 @@ export async function requestToken(
     },
     body: new URLSearchParams({ grant_type: 'client_credentials', ...parameters }),
   });
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  const body = (await response.json()) as Record<string, unknown>;
+  if (typeof body['access_token'] === 'string') rememberSecret(body['access_token']);
+  return { status: response.status, body };
 }
