@@ -7,8 +7,46 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
-/** The predictor answered with an error status. */
-export class PredictorApiError extends Error {
+/** Why a call stopped without a result. */
+export type StopReason =
+  | 'not-retryable' // the answer cannot change on retry (400, 403, 413, 415, 422, a second 401)
+  | 'attempts-exhausted'
+  | 'retry-after-too-long' // the server asked for a wait beyond the cap or the deadline
+  | 'budget-exhausted' // the shared retry budget is empty: fail fast, don't add load
+  | 'deadline'
+  | 'aborted';
+
+export interface CallSummary {
+  attempts: number;
+  /** Sum of the waits between attempts (in milliseconds). */
+  totalWaitMs: number;
+  /** Status of the last answer; undefined when the last attempt got none (network). */
+  lastStatus: number | undefined;
+}
+
+/** Every failed predictor call: says how many attempts, how long it waited, the last status and why it stopped. */
+export class PredictorCallError extends Error {
+  override name = 'PredictorCallError';
+  readonly attempts: number;
+  readonly totalWaitMs: number;
+  readonly lastStatus: number | undefined;
+
+  constructor(
+    message: string,
+    readonly reason: StopReason,
+    summary: CallSummary,
+    options?: { cause?: unknown },
+  ) {
+    const status = summary.lastStatus === undefined ? 'no answer' : `last status ${summary.lastStatus}`;
+    super(`${message} (${summary.attempts} attempt${summary.attempts === 1 ? '' : 's'}, waited ${Math.round(summary.totalWaitMs)} ms, ${status}, stopped: ${reason})`, options);
+    this.attempts = summary.attempts;
+    this.totalWaitMs = summary.totalWaitMs;
+    this.lastStatus = summary.lastStatus;
+  }
+}
+
+/** The predictor answered with an error status that the caller should not retry. */
+export class PredictorApiError extends PredictorCallError {
   override name = 'PredictorApiError';
 
   constructor(
@@ -16,21 +54,30 @@ export class PredictorApiError extends Error {
     readonly problem: Problem | undefined,
     /** The RFC 6750 error code from WWW-Authenticate (`invalid_token`, `insufficient_scope`, …). */
     readonly authError: string | undefined,
-    readonly attempts: number,
+    summary: CallSummary,
   ) {
-    const reason = authError ?? problem?.detail ?? problem?.title ?? 'no details';
-    super(`predictor answered ${status}: ${reason}`);
+    super(`predictor answered ${status}: ${authError ?? problem?.detail ?? problem?.title ?? 'no details'}${authError && problem?.detail ? ` (${problem.detail})` : ''}`, 'not-retryable', summary);
   }
 }
 
-/** The predictor could not be reached (connection refused, reset, timeout). */
-export class PredictorUnreachableError extends Error {
-  override name = 'PredictorUnreachableError';
+/** Retries ran out (attempts, budget or deadline) while the predictor kept refusing or failing. */
+export class RetriesExhaustedError extends PredictorCallError {
+  override name = 'RetriesExhaustedError';
+}
+
+/** The predictor asked to come back later than the caller may wait; `retryAt` says when. */
+export class RetryAfterTooLongError extends PredictorCallError {
+  override name = 'RetryAfterTooLongError';
 
   constructor(
-    readonly url: string,
-    options: { cause: unknown },
+    readonly retryAt: Date,
+    summary: CallSummary,
   ) {
-    super(`predictor unreachable at ${url}: ${(options.cause as Error)?.message ?? String(options.cause)}`, options);
+    super(`predictor asked to retry at ${retryAt.toISOString()}, beyond the wait cap or the deadline`, 'retry-after-too-long', summary);
   }
+}
+
+/** No answer at all (connection refused, reset, timeout) on the last attempt. */
+export class PredictorUnreachableError extends PredictorCallError {
+  override name = 'PredictorUnreachableError';
 }

@@ -2,8 +2,11 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { sendJson, startStubServer } from '../testing/stub-server.js';
 import type { AccessToken } from '../tokens/token-source.js';
-import { PredictorApiError } from './errors.js';
-import { PredictorClient } from './predictor-client.js';
+import { systemClock } from '../retry/clock.js';
+import { RetryBudget } from '../retry/retry-budget.js';
+import { ManualClock } from '../testing/manual-clock.js';
+import { PredictorApiError, PredictorCallError, PredictorUnreachableError, RetriesExhaustedError, RetryAfterTooLongError } from './errors.js';
+import { PredictorClient, type AttemptEvent } from './predictor-client.js';
 
 const stubs: { close: () => Promise<void> }[] = [];
 after(() => Promise.all(stubs.map((stub) => stub.close())));
@@ -75,5 +78,111 @@ describe('PredictorClient', () => {
     const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens() });
     await assert.rejects(client.predict([[1, 2, 3, 4]]), (error: unknown) => error instanceof PredictorApiError && error.status === 403 && error.authError === 'insufficient_scope');
     assert.equal(stub.requests.length, 1);
+  });
+});
+
+describe('PredictorClient retries', () => {
+  const ROWS: [number, number, number, number][] = [[1, 2, 3, 4]];
+
+  it('succeeds on attempt 3 after two 429s with Retry-After: 2, waiting at least 2 s each time, with one Idempotency-Key', async () => {
+    const stub = await predictor((_authorization, attempt) => (attempt <= 2 ? [429, { status: 429 }, { 'retry-after': '2' }] : [200, OK]));
+    const clock = new ManualClock();
+    const events: AttemptEvent[] = [];
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock, random: () => 0.5, onAttempt: (event) => events.push(event) });
+    assert.deepEqual(await client.predict(ROWS), OK);
+    assert.equal(stub.requests.length, 3);
+    assert.deepEqual(clock.sleeps, [2_000, 2_000]);
+    assert.equal(new Set(stub.requests.map((request) => request.headers['idempotency-key'])).size, 1);
+    assert.deepEqual(
+      events.map(({ attempt, status, next, waitMs, reason }) => ({ attempt, status, next, waitMs, reason })),
+      [
+        { attempt: 1, status: 429, next: 'retry', waitMs: 2_000, reason: 'retry-after' },
+        { attempt: 2, status: 429, next: 'retry', waitMs: 2_000, reason: 'retry-after' },
+        { attempt: 3, status: 200, next: 'done', waitMs: 0, reason: 'success' },
+      ],
+    );
+  });
+
+  it('retries 409, 502, 503, 504 with the same key and full-jitter backoff when there is no Retry-After', async () => {
+    const statuses = [409, 502, 503, 504];
+    const stub = await predictor((_authorization, attempt) => (attempt <= statuses.length ? [statuses[attempt - 1]!, {}] : [200, OK]));
+    const clock = new ManualClock();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock, random: () => 0.5, backoff: { baseDelayMs: 100 } });
+    await client.predict(ROWS);
+    assert.deepEqual(clock.sleeps, [50, 100, 200, 400]);
+    assert.equal(new Set(stub.requests.map((request) => request.headers['idempotency-key'])).size, 1);
+  });
+
+  for (const status of [400, 403, 413, 415, 422]) {
+    it(`never retries ${status}`, async () => {
+      const stub = await predictor(() => [status, { status, detail: 'no' }]);
+      const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock() });
+      await assert.rejects(client.predict(ROWS), (error: unknown) => error instanceof PredictorApiError && error.reason === 'not-retryable' && error.attempts === 1);
+      assert.equal(stub.requests.length, 1);
+    });
+  }
+
+  it('stops after 5 attempts, each wait at most 30 s, with an error that says attempts, total wait, last status and why', async () => {
+    const stub = await predictor(() => [503, { status: 503 }]);
+    const clock = new ManualClock();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock, random: () => 0.999999, backoff: { baseDelayMs: 10_000 } });
+    await assert.rejects(client.predict(ROWS), (error: unknown) => {
+      assert.ok(error instanceof RetriesExhaustedError);
+      assert.equal(error.attempts, 5);
+      assert.equal(error.lastStatus, 503);
+      assert.equal(error.reason, 'attempts-exhausted');
+      assert.equal(error.totalWaitMs, clock.sleeps.reduce((sum, wait) => sum + wait, 0));
+      assert.match(error.message, /5 attempts, waited \d+ ms, last status 503, stopped: attempts-exhausted/);
+      return true;
+    });
+    assert.equal(stub.requests.length, 5);
+    assert.equal(clock.sleeps.length, 4);
+    assert.ok(clock.sleeps.every((wait) => wait <= 30_000), `waits ${clock.sleeps}`);
+  });
+
+  it('stops at once with retryAt when Retry-After exceeds the cap', async () => {
+    const stub = await predictor(() => [429, { status: 429 }, { 'retry-after': '3600' }]);
+    const clock = new ManualClock();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock });
+    await assert.rejects(client.predict(ROWS), (error: unknown) => {
+      assert.ok(error instanceof RetryAfterTooLongError);
+      assert.equal(error.retryAt.getTime(), clock.wallNow() + 3_600_000);
+      assert.equal(error.attempts, 1);
+      return true;
+    });
+    assert.equal(stub.requests.length, 1);
+    assert.deepEqual(clock.sleeps, []);
+  });
+
+  it('stops at once when Retry-After goes past the deadline', async () => {
+    const stub = await predictor(() => [503, {}, { 'retry-after': '5' }]);
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock() });
+    await assert.rejects(client.predict(ROWS, { deadlineMs: 3_000 }), RetryAfterTooLongError);
+    assert.equal(stub.requests.length, 1);
+  });
+
+  it('cancels a wait at once when the caller aborts', { timeout: 10_000 }, async () => {
+    const stub = await predictor(() => [503, {}, { 'retry-after': '25' }]);
+    const controller = new AbortController();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: systemClock, onAttempt: (event) => event.next === 'retry' && controller.abort(new Error('user gave up')) });
+    await assert.rejects(client.predict(ROWS, { signal: controller.signal }), (error: unknown) => error instanceof PredictorCallError && error.reason === 'aborted');
+  });
+
+  it('retries connection failures and reports the predictor unreachable', async () => {
+    const stub = await predictor(() => [200, OK]);
+    await stub.close();
+    const clock = new ManualClock();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock, random: () => 0 });
+    await assert.rejects(client.predict(ROWS), (error: unknown) => error instanceof PredictorUnreachableError && error.attempts === 5 && error.lastStatus === undefined);
+  });
+
+  it('shares a retry budget: 100 concurrent calls against a server that always answers 503 make at most 100 + 10 requests', async () => {
+    const stub = await predictor(() => [503, {}]);
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock(), retryBudget: new RetryBudget({ maxTokens: 10 }) });
+    const results = await Promise.allSettled(Array.from({ length: 100 }, () => client.predict(ROWS)));
+    assert.ok(results.every((result) => result.status === 'rejected'));
+    const reasons = results.map((result) => (result as PromiseRejectedResult).reason as PredictorCallError);
+    assert.ok(reasons.filter((error) => error.reason === 'budget-exhausted').length >= 90);
+    assert.ok(stub.requests.length <= 110, `${stub.requests.length} requests`);
   });
 });

@@ -3,6 +3,7 @@ import { after, describe, it } from 'node:test';
 import { sendJson, startStubIssuer } from '../testing/stub-server.js';
 import { TokenRequestError } from './token-errors.js';
 import { TokenSource } from './token-source.js';
+import { ManualClock } from '../testing/manual-clock.js';
 
 const stubs: { close: () => Promise<void> }[] = [];
 after(() => Promise.all(stubs.map((stub) => stub.close())));
@@ -13,11 +14,6 @@ async function issuer(options: Parameters<typeof startStubIssuer>[0] = {}) {
   return stub;
 }
 
-/** A manual monotonic clock in milliseconds. */
-function manualClock() {
-  let now = 1_000;
-  return { now: () => now, advance: (ms: number) => (now += ms) };
-}
 
 /** Resolves once `condition` holds, polling on the event loop (no fixed sleeps). */
 async function eventually(condition: () => boolean | Promise<boolean>): Promise<void> {
@@ -35,8 +31,8 @@ describe('TokenSource', () => {
 
   it('serves the cached token, then refreshes in the background inside the 70-85% window', async () => {
     const stub = await issuer({ expiresIn: 100 });
-    const clock = manualClock();
-    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0.5 });
+    const clock = new ManualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock, random: () => 0.5 });
     const first = await tokens.getToken();
     assert.equal(Math.round(first.refreshAt - first.expiresAt), -22_500, 'refresh at 77.5% of 100 s');
     clock.advance(77_000);
@@ -50,8 +46,8 @@ describe('TokenSource', () => {
 
   it('waits for a new token once the cached one has expired', async () => {
     const stub = await issuer({ expiresIn: 10 });
-    const clock = manualClock();
-    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0 });
+    const clock = new ManualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock, random: () => 0 });
     await tokens.getToken();
     clock.advance(10_000);
     assert.equal((await tokens.getToken()).value, 'tok-2');
@@ -62,12 +58,12 @@ describe('TokenSource', () => {
       answerToken: (count, response) =>
         count === 1 ? sendJson(response, 200, { access_token: 'tok-1', token_type: 'bearer', expires_in: 100 }) : sendJson(response, 503, { error: 'temporarily_unavailable' }),
     });
-    const clock = manualClock();
-    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', monotonicNow: clock.now, random: () => 0 });
+    const clock = new ManualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock, random: () => 0 });
     await tokens.getToken();
     clock.advance(80_000);
     assert.equal((await tokens.getToken()).value, 'tok-1');
-    await eventually(() => stub.tokenRequests() === 2);
+    await eventually(() => stub.tokenRequests() >= 2);
     assert.equal((await tokens.getToken()).value, 'tok-1');
   });
 
@@ -85,9 +81,9 @@ describe('TokenSource', () => {
 
   it('reads the secret for every token request, so a rotated secret is used without a restart', async () => {
     const stub = await issuer({ expiresIn: 1 });
-    const clock = manualClock();
+    const clock = new ManualClock();
     let secret = 'first';
-    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => secret, monotonicNow: clock.now });
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => secret, clock });
     await tokens.getToken();
     secret = 'second';
     clock.advance(1_000);
@@ -100,4 +96,29 @@ describe('TokenSource', () => {
     assert.throws(() => new TokenSource({ issuer: 'http://auth.example.com', clientId: 'c', clientSecret: () => 's' }), /refusing plain http/);
     assert.ok(new TokenSource({ issuer: 'http://auth.internal', clientId: 'c', clientSecret: () => 's', allowInsecureHttp: true }));
   });
+
+  it('retries network failures, 429 and 5xx with backoff, honouring Retry-After', async () => {
+    const stub = await issuer({
+      answerToken: (count, response) => {
+        if (count === 1) return sendJson(response, 503, { error: 'temporarily_unavailable' });
+        if (count === 2) return sendJson(response, 429, { error: 'slow_down' }, { 'retry-after': '3' });
+        sendJson(response, 200, { access_token: 'tok', token_type: 'bearer', expires_in: 60 });
+      },
+    });
+    const clock = new ManualClock();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock, random: () => 0.5 });
+    assert.equal((await tokens.getToken()).value, 'tok');
+    assert.equal(stub.tokenRequests(), 3);
+    assert.equal(clock.sleeps.length, 2);
+    assert.equal(clock.sleeps[1], 3_000, 'Retry-After: 3 is honoured');
+  });
+
+  for (const code of ['invalid_scope', 'unauthorized_client', 'invalid_request']) {
+    it(`surfaces ${code} at once without retrying`, async () => {
+      const stub = await issuer({ answerToken: (_count, response) => sendJson(response, 400, { error: code }) });
+      const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock: new ManualClock() });
+      await assert.rejects(tokens.getToken(), (error: unknown) => error instanceof TokenRequestError && error.code === code && !error.retryable);
+      assert.equal(stub.tokenRequests(), 1);
+    });
+  }
 });

@@ -1,4 +1,7 @@
 import * as oidc from 'openid-client';
+import { fullJitterDelay } from '../retry/backoff.js';
+import { systemClock, type Clock } from '../retry/clock.js';
+import { parseRetryAfter } from '../retry/retry-after.js';
 import { toTokenRequestError, TokenRequestError } from './token-errors.js';
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
@@ -16,9 +19,13 @@ export interface TokenSourceOptions {
   resource?: string | undefined;
   /** Allows plain http to the issuer; only for loopback or a private network (see `assertIssuerTransport`). */
   allowInsecureHttp?: boolean;
-  /** Monotonic milliseconds, for expiry arithmetic immune to wall-clock jumps. Default `performance.now`. */
-  monotonicNow?: () => number;
-  /** Uniform [0, 1); spreads refreshes so that many callers don't refresh at once. Default `Math.random`. */
+  /** Token requests per refresh when the endpoint fails transiently (network, 429, 5xx). Default 4. */
+  maxAttempts?: number;
+  /** Longest wait between two token requests (in milliseconds). Default 10 000. */
+  maxDelayMs?: number;
+  /** Monotonic time for expiry arithmetic (immune to wall-clock jumps), and the waits between retries. */
+  clock?: Clock;
+  /** Uniform [0, 1); spreads refreshes and retries so that many callers don't act at once. Default `Math.random`. */
   random?: () => number;
   /** Replaces `fetch` (tests, proxies). */
   fetch?: typeof fetch;
@@ -56,7 +63,7 @@ export function assertIssuerTransport(issuer: string, allowInsecureHttp: boolean
  */
 export class TokenSource {
   readonly #options: TokenSourceOptions;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #random: () => number;
   #configuration: Promise<oidc.Configuration> | undefined;
   #current: AccessToken | undefined;
@@ -66,7 +73,7 @@ export class TokenSource {
   constructor(options: TokenSourceOptions) {
     assertIssuerTransport(options.issuer, options.allowInsecureHttp ?? false);
     this.#options = options;
-    this.#now = options.monotonicNow ?? (() => performance.now());
+    this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? Math.random;
   }
 
@@ -81,7 +88,7 @@ export class TokenSource {
    */
   async getToken(): Promise<AccessToken> {
     const current = this.#current;
-    const now = this.#now();
+    const now = this.#clock.now();
     if (current && now < current.expiresAt) {
       if (now >= current.refreshAt) this.#refreshInBackground();
       return current;
@@ -108,20 +115,32 @@ export class TokenSource {
     return this.#pending;
   }
 
+  /** Retries what a retry can fix (network, 429, 5xx) with full-jitter backoff, honouring Retry-After. */
   async #requestToken(): Promise<AccessToken> {
+    const maxAttempts = this.#options.maxAttempts ?? 4;
+    const maxDelayMs = this.#options.maxDelayMs ?? 10_000;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.#requestTokenOnce();
+      } catch (error) {
+        const failure = toTokenRequestError(error);
+        if (!failure.retryable || attempt >= maxAttempts) throw failure;
+        const retryAfterMs = parseRetryAfter(failure.retryAfter, this.#clock.wallNow()) ?? 0;
+        if (retryAfterMs > maxDelayMs) throw failure;
+        await this.#clock.sleep(Math.max(retryAfterMs, fullJitterDelay(attempt, { baseDelayMs: 250, maxDelayMs }, this.#random)));
+      }
+    }
+  }
+
+  async #requestTokenOnce(): Promise<AccessToken> {
     const configuration = await this.#discover();
     const { scope, resource } = this.#options;
     const parameters: Record<string, string> = {};
     if (scope) parameters['scope'] = scope;
     if (resource) parameters['resource'] = resource;
-    const sentAt = this.#now();
+    const sentAt = this.#clock.now();
     this.#tokenRequests += 1;
-    let response: Awaited<ReturnType<typeof oidc.clientCredentialsGrant>>;
-    try {
-      response = await oidc.clientCredentialsGrant(configuration, parameters);
-    } catch (error) {
-      throw toTokenRequestError(error);
-    }
+    const response = await oidc.clientCredentialsGrant(configuration, parameters);
     const lifetimeMs = (response.expires_in ?? 60) * 1000;
     const refreshFraction = REFRESH_WINDOW.from + (REFRESH_WINDOW.to - REFRESH_WINDOW.from) * this.#random();
     const token: AccessToken = {
