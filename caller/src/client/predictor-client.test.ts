@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { sendJson, startStubServer } from '../testing/stub-server.js';
+import { sendJson, startStubIssuer, startStubServer } from '../testing/stub-server.js';
+import { TokenSource } from '../tokens/token-source.js';
 import type { AccessToken } from '../tokens/token-source.js';
 import { systemClock } from '../retry/clock.js';
 import { RetryBudget } from '../retry/retry-budget.js';
@@ -184,5 +185,17 @@ describe('PredictorClient retries', () => {
     const reasons = results.map((result) => (result as PromiseRejectedResult).reason as PredictorCallError);
     assert.ok(reasons.filter((error) => error.reason === 'budget-exhausted').length >= 90);
     assert.ok(stub.requests.length <= 110, `${stub.requests.length} requests`);
+  });
+});
+
+describe('PredictorClient with a real TokenSource', () => {
+  it('makes one token request for 50 concurrent predict calls on an empty cache', async () => {
+    const issuer = await startStubIssuer({ expiresIn: 300 });
+    stubs.push(issuer);
+    const stub = await predictor(() => [200, OK]);
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: new TokenSource({ issuer: issuer.url, clientId: 'c', clientSecret: () => 's' }) });
+    await Promise.all(Array.from({ length: 50 }, () => client.predict([[1, 2, 3, 4]])));
+    assert.equal(issuer.tokenRequests(), 1);
+    assert.equal(stub.requests.length, 50);
   });
 });
