@@ -121,4 +121,17 @@ describe('TokenSource', () => {
       assert.equal(stub.tokenRequests(), 1);
     });
   }
+
+  it('caches per scope and resource: another scope is another token, each shared by its callers', async () => {
+    const stub = await issuer();
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', scope: 'predict' });
+    const [a, b, c] = await Promise.all([tokens.getToken(), tokens.getToken({ scope: 'models:read' }), tokens.getToken({ scope: 'models:read' })]);
+    assert.equal(stub.tokenRequests(), 2);
+    assert.notEqual(a.cacheKey, b.cacheKey);
+    assert.equal(b, c);
+    tokens.invalidate(a);
+    assert.equal(await tokens.getToken({ scope: 'models:read' }), b, 'invalidating one key leaves the others');
+    const scopes = stub.requests.filter((request) => request.path === '/token').map((request) => new URLSearchParams(request.body).get('scope'));
+    assert.deepEqual(scopes.sort(), ['models:read', 'predict']);
+  });
 });

@@ -13,9 +13,9 @@ export interface TokenSourceOptions {
   clientSecret: () => string;
   /** Default `client_secret_basic`. */
   authMethod?: ClientAuthMethod;
-  /** Space-separated scopes to ask for. Default: none (the server's default). */
+  /** Space-separated scopes to ask for when a request names none. Default: none (the server's default). */
   scope?: string | undefined;
-  /** RFC 8707 resource indicator. Default: none (the auth-server's default resource). */
+  /** RFC 8707 resource indicator when a request names none. Default: none (the auth-server's default resource). */
   resource?: string | undefined;
   /** Allows plain http to the issuer; only for loopback or a private network (see `assertIssuerTransport`). */
   allowInsecureHttp?: boolean;
@@ -31,8 +31,18 @@ export interface TokenSourceOptions {
   fetch?: typeof fetch;
 }
 
+/** What a token is for; with the issuer and the client it is the cache key. */
+export interface TokenRequest {
+  /** Space-separated scopes. Default: the source's `scope`. */
+  scope?: string | undefined;
+  /** RFC 8707 resource indicator. Default: the source's `resource`. */
+  resource?: string | undefined;
+}
+
 export interface AccessToken {
   value: string;
+  /** Cache key: issuer, client, scope, resource. */
+  readonly cacheKey: string;
   scope: string | undefined;
   /** Monotonic time (ms) at which the token expires, measured from when it was requested. */
   expiresAt: number;
@@ -66,8 +76,8 @@ export class TokenSource {
   readonly #clock: Clock;
   readonly #random: () => number;
   #configuration: Promise<oidc.Configuration> | undefined;
-  #current: AccessToken | undefined;
-  #pending: Promise<AccessToken> | undefined;
+  /** Per (issuer, client, scope, resource): the current token and the refresh in flight. */
+  readonly #cache = new Map<string, { current?: AccessToken; pending?: Promise<AccessToken> }>();
   #tokenRequests = 0;
 
   constructor(options: TokenSourceOptions) {
@@ -86,42 +96,45 @@ export class TokenSource {
    * A valid token. Callers wait only when there is none; inside the refresh window they
    * get the current token while one background refresh runs.
    */
-  async getToken(): Promise<AccessToken> {
-    const current = this.#current;
+  async getToken(request: TokenRequest = {}): Promise<AccessToken> {
+    const scope = request.scope ?? this.#options.scope;
+    const resource = request.resource ?? this.#options.resource;
+    const cacheKey = JSON.stringify([this.#options.issuer, this.#options.clientId, scope ?? '', resource ?? '']);
+    let entry = this.#cache.get(cacheKey);
+    if (!entry) this.#cache.set(cacheKey, (entry = {}));
+    const { current } = entry;
     const now = this.#clock.now();
     if (current && now < current.expiresAt) {
-      if (now >= current.refreshAt) this.#refreshInBackground();
+      // A failed early refresh keeps the still-valid token; the next call past refreshAt tries again.
+      if (now >= current.refreshAt && !entry.pending) this.#refresh(entry, cacheKey, scope, resource).catch(() => {});
       return current;
     }
-    return this.#refresh();
+    return this.#refresh(entry, cacheKey, scope, resource);
   }
 
   /** Drops `token` after the API rejected it; a no-op if a newer token already replaced it. */
   invalidate(token: AccessToken): void {
-    if (this.#current === token) this.#current = undefined;
+    const entry = this.#cache.get(token.cacheKey);
+    if (entry?.current === token) entry.current = undefined;
   }
 
-  #refreshInBackground(): void {
-    if (this.#pending) return;
-    // A failed early refresh keeps the still-valid token; the next call past refreshAt tries again.
-    this.#refresh().catch(() => {});
-  }
-
-  /** Single flight: concurrent callers share one token request. */
-  #refresh(): Promise<AccessToken> {
-    this.#pending ??= this.#requestToken().finally(() => {
-      this.#pending = undefined;
-    });
-    return this.#pending;
+  /** Single flight: concurrent callers of one cache key share one token request. */
+  #refresh(entry: { current?: AccessToken; pending?: Promise<AccessToken> }, cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
+    entry.pending ??= this.#requestToken(cacheKey, scope, resource)
+      .then((token) => (entry.current = token))
+      .finally(() => {
+        entry.pending = undefined;
+      });
+    return entry.pending;
   }
 
   /** Retries what a retry can fix (network, 429, 5xx) with full-jitter backoff, honouring Retry-After. */
-  async #requestToken(): Promise<AccessToken> {
+  async #requestToken(cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
     const maxAttempts = this.#options.maxAttempts ?? 4;
     const maxDelayMs = this.#options.maxDelayMs ?? 10_000;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#requestTokenOnce();
+        return await this.#requestTokenOnce(cacheKey, scope, resource);
       } catch (error) {
         const failure = toTokenRequestError(error);
         if (!failure.retryable || attempt >= maxAttempts) throw failure;
@@ -132,9 +145,8 @@ export class TokenSource {
     }
   }
 
-  async #requestTokenOnce(): Promise<AccessToken> {
+  async #requestTokenOnce(cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
     const configuration = await this.#discover();
-    const { scope, resource } = this.#options;
     const parameters: Record<string, string> = {};
     if (scope) parameters['scope'] = scope;
     if (resource) parameters['resource'] = resource;
@@ -143,14 +155,13 @@ export class TokenSource {
     const response = await oidc.clientCredentialsGrant(configuration, parameters);
     const lifetimeMs = (response.expires_in ?? 60) * 1000;
     const refreshFraction = REFRESH_WINDOW.from + (REFRESH_WINDOW.to - REFRESH_WINDOW.from) * this.#random();
-    const token: AccessToken = {
+    return {
       value: response.access_token,
+      cacheKey,
       scope: response.scope,
       expiresAt: sentAt + lifetimeMs,
       refreshAt: sentAt + lifetimeMs * refreshFraction,
     };
-    this.#current = token;
-    return token;
   }
 
   #discover(): Promise<oidc.Configuration> {
