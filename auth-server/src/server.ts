@@ -64,6 +64,11 @@ export class AuthHttpServer {
         'request',
       );
     });
+    if (path === '/healthz') {
+      res.writeHead(this.#handler ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: this.#handler ? 'ok' : 'starting' }));
+      return;
+    }
     if (!this.#handler) {
       res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
       res.end(JSON.stringify({ error: 'temporarily_unavailable', error_description: 'starting up' }));
