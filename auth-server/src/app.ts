@@ -1,45 +1,103 @@
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
 import type { Logger } from '@m2m/common';
+import { buildAdminApp } from './admin/admin-app.js';
+import { ClientRegistry } from './clients/registry.js';
+import { toStoredClient } from './clients/seeds.js';
 import type { AuthServerConfig } from './config.js';
+import { KeyRing } from './keys/key-ring.js';
+import type { SigningKeyFile } from './keys/signing-key-file.js';
+import { AuthOperations } from './operations.js';
 import { createProvider } from './provider.js';
 import { AuthHttpServer } from './server.js';
-import type { SigningKeyFile } from './signing-keys.js';
 
 export interface RunningAuthServer {
   issuer: string;
   port: number;
+  adminPort: number | undefined;
   http: AuthHttpServer;
+  operations: AuthOperations;
   close(): Promise<void>;
 }
 
+/** Previous keys stay published this long past the token lifetime (clock skew at verifiers). */
+const CLOCK_TOLERANCE_MS = 60_000;
+
 /** Starts the listener, then builds the provider for the issuer that matches the bound port. */
-export async function startAuthServer(deps: {
-  config: AuthServerConfig;
-  signingKeys: SigningKeyFile;
-  logger: Logger;
-}): Promise<RunningAuthServer> {
-  const { config, signingKeys, logger } = deps;
+export async function startAuthServer(deps: { config: AuthServerConfig; signingKeys: SigningKeyFile; logger: Logger }): Promise<RunningAuthServer> {
+  const { config, logger } = deps;
+  const { registry, seeded } = await ClientRegistry.open(join(config.dataDir, 'client-registrations.json'), () => config.clients.map((client) => toStoredClient(client, new Date())));
   const http = new AuthHttpServer(logger);
   const { port } = await http.listen(config.port, config.host);
   const issuer = config.issuer ?? `http://localhost:${port}`;
-  const provider = await createProvider({
-    issuer,
-    audience: config.audience,
-    accessTokenTtlSeconds: config.accessTokenTtlSeconds,
-    clients: config.clients,
-    signingKeys: signingKeys.keys,
-  });
-  provider.on('grant.success', (ctx) => {
-    logger.info({ event: 'token.issued', clientId: ctx.oidc.client?.clientId, scope: ctx.oidc.entities.ClientCredentials?.scope }, 'token issued');
-  });
-  provider.on('grant.error', (ctx, error) => {
-    const { error: code, error_detail: detail } = error as { error?: string; error_detail?: string };
-    logger.warn({ event: 'token.refused', clientId: ctx.oidc.client?.clientId, error: code, detail }, 'token refused');
-  });
-  provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'server error'));
-  http.use(provider);
+  let tokensIssued = 0;
+
+  const rebuild = async () => {
+    const ring = operations.ring;
+    const provider = await createProvider({
+      issuer,
+      audience: config.audience,
+      accessTokenTtlSeconds: config.accessTokenTtlSeconds,
+      clients: registry.active(),
+      publishedKeys: ring.published(),
+      signingKid: ring.current.kid,
+      verifySecret: (clientId, presented) => registry.verifySecret(clientId, presented),
+    });
+    provider.on('grant.success', (ctx) => {
+      tokensIssued += 1;
+      logger.info({ event: 'token.issued', clientId: ctx.oidc.client?.clientId, scope: ctx.oidc.entities.ClientCredentials?.scope, kid: ring.current.kid }, 'token issued');
+    });
+    provider.on('grant.error', (ctx, error) => {
+      const { error: code, error_detail: detail } = error as { error?: string; error_detail?: string };
+      logger.warn({ event: 'token.refused', clientId: ctx.oidc.client?.clientId, error: code, detail }, 'token refused');
+    });
+    provider.on('server_error', (_ctx, error) => logger.error({ err: error }, 'server error'));
+    http.use(provider);
+  };
+  const operations = new AuthOperations(
+    new KeyRing(deps.signingKeys, { propagationMs: config.keyPropagationSeconds * 1000, tokenLifetimeMs: config.accessTokenTtlSeconds * 1000 + CLOCK_TOLERANCE_MS }),
+    { registry, keysFile: config.signingKeysFile, rebuild, logger },
+  );
+  await rebuild();
+  const pruning = setInterval(() => operations.pruneKeys().catch((error: unknown) => logger.error({ err: error }, 'key pruning failed')), 10_000);
+  pruning.unref();
+
+  let admin: Server | undefined;
+  let adminPort: number | undefined;
+  if (config.adminToken !== undefined && config.adminPort !== undefined) {
+    const app = buildAdminApp({ operations, adminToken: config.adminToken, logger, stats: () => ({ tokenRequests: http.tokenRequests, tokensIssued, jwksRequests: http.jwksRequests }) });
+    admin = await new Promise<Server>((resolve, reject) => {
+      const server = serve({ fetch: app.fetch, port: config.adminPort!, hostname: config.adminHost }, () => resolve(server as Server)) as Server;
+      server.once('error', reject);
+    });
+    adminPort = (admin.address() as AddressInfo).port;
+  }
+
   logger.info(
-    { issuer, port, audience: config.audience, accessTokenTtl: config.accessTokenTtlSeconds, kids: signingKeys.keys.map((key) => key.kid) },
+    {
+      issuer,
+      port,
+      adminPort,
+      adminHost: adminPort === undefined ? undefined : config.adminHost,
+      audience: config.audience,
+      accessTokenTtl: config.accessTokenTtlSeconds,
+      clients: registry.active().map((client) => client.clientId),
+      clientsSeeded: seeded,
+      keys: operations.listKeys().map((key) => `${key.kid} (${key.state})`),
+    },
     'listening',
   );
-  return { issuer, port, http, close: () => http.close() };
+  return {
+    issuer,
+    port,
+    adminPort,
+    http,
+    operations,
+    close: async () => {
+      clearInterval(pruning);
+      await Promise.all([http.close(), admin && new Promise<void>((resolve) => admin.close(() => resolve()))]);
+    },
+  };
 }

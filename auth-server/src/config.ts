@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
-import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients.js';
+import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients/seeds.js';
 
 export interface AuthServerConfig {
   /** Listening port; 0 picks a free one (the issuer then follows the bound port). */
@@ -15,7 +15,15 @@ export interface AuthServerConfig {
   dataDir: string;
   signingKeysFile: string;
   production: boolean;
+  /** Registrations that seed `DATA_DIR/client-registrations.json` on first start. */
   clients: ClientRegistration[];
+  /** How long a new key is published before it may sign: the verifiers' JWKS cache age (seconds). */
+  keyPropagationSeconds: number;
+  /** Admin API port; undefined when no ADMIN_TOKEN is set (admin disabled). */
+  adminPort: number | undefined;
+  /** Admin API address: loopback unless set. */
+  adminHost: string;
+  adminToken: string | undefined;
   logLevel: LogLevel;
 }
 
@@ -35,6 +43,8 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     signingKeysFile: read.string('SIGNING_KEYS_FILE', join(dataDir, 'signing-keys.json')),
     production,
     clients: readClients(read, production),
+    keyPropagationSeconds: read.integer('KEY_PROPAGATION_SECONDS', 600, { min: 0, max: 86_400 }),
+    ...readAdmin(read, production),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }
@@ -66,4 +76,15 @@ function readClients(read: EnvReader, production: boolean): ClientRegistration[]
     throw new ConfigError('CLIENTS_FILE: no clients configured (set CLIENTS_FILE, or the DEMO_*_SECRET variables of dev.env in development)');
   }
   return clients;
+}
+
+function readAdmin(read: EnvReader, production: boolean): Pick<AuthServerConfig, 'adminPort' | 'adminHost' | 'adminToken'> {
+  const adminToken = read.string('ADMIN_TOKEN');
+  if (adminToken !== undefined && adminToken.length < 32) throw new ConfigError('ADMIN_TOKEN must be at least 32 characters');
+  if (production && adminToken?.startsWith('dev-')) throw new ConfigError('ADMIN_TOKEN is the dev credential (dev.env); refusing to start with NODE_ENV=production');
+  return {
+    adminToken,
+    adminPort: adminToken === undefined ? undefined : read.port('ADMIN_PORT', 9001),
+    adminHost: read.string('ADMIN_HOST', '127.0.0.1'),
+  };
 }

@@ -1,4 +1,4 @@
 export { loadAuthServerConfig, type AuthServerConfig } from './config.js';
 export { startAuthServer, type RunningAuthServer } from './app.js';
 export { PREDICTOR_SCOPES } from './provider.js';
-export { DEMO_CLIENTS, type ClientRegistration } from './clients.js';
+export { DEMO_CLIENTS, type ClientRegistration } from './clients/seeds.js';

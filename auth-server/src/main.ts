@@ -1,6 +1,6 @@
 import { ConfigError, createLogger } from '@m2m/common';
 import { loadAuthServerConfig } from './config.js';
-import { loadOrCreateSigningKeys, SigningKeysError } from './signing-keys.js';
+import { loadOrCreateSigningKeys, SigningKeysError } from './keys/signing-key-file.js';
 
 // Configuration and keys are checked before oidc-provider is imported, so a refusal is
 // one line (on Node 20 the import itself prints an unsupported-runtime warning).

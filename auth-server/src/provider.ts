@@ -1,6 +1,7 @@
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import { toClientMetadata, type ClientRegistration } from './clients.js';
-import { SIGNING_ALG, type SigningKey } from './signing-keys.js';
+import { randomBytes } from 'node:crypto';
+import Provider, { errors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { StoredClient } from './clients/registry.js';
+import { SIGNING_ALG, type SigningKey } from './keys/signing-key-file.js';
 
 /** The scopes the predictor understands (contract, section 3). */
 export const PREDICTOR_SCOPES = ['predict', 'models:read'] as const;
@@ -11,14 +12,37 @@ export interface ProviderOptions {
   audience: string;
   /** Access-token lifetime in seconds. */
   accessTokenTtlSeconds: number;
-  clients: ClientRegistration[];
-  /** Published in the JWKS; the first one signs. */
-  signingKeys: SigningKey[];
+  /** Enabled clients. */
+  clients: StoredClient[];
+  /** Published in the JWKS (next, current, previous). */
+  publishedKeys: SigningKey[];
+  /** The one key that signs. */
+  signingKid: string;
+  /** Replaces oidc-provider's secret comparison: hashed secrets and the overlap window of a rotation. */
+  verifySecret: (clientId: string, presented: string) => boolean;
+}
+
+function toClientMetadata(client: StoredClient): ClientMetadata {
+  const common = {
+    client_id: client.clientId,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: client.scopes.join(' '),
+    plan: client.plan,
+  };
+  if (client.authMethod === 'private_key_jwt') {
+    return { ...common, token_endpoint_auth_method: 'private_key_jwt', jwks: client.jwks };
+  }
+  // oidc-provider insists on a client_secret for secret-based methods; the real check is verifySecret.
+  return { ...common, token_endpoint_auth_method: client.authMethod, client_secret: randomBytes(32).toString('base64url') };
 }
 
 /**
  * A machine-to-machine authorization server: client credentials only, RFC 9068 JWT
- * access tokens for the predictor, no interactive endpoints.
+ * access tokens for the predictor, no interactive endpoints. Built anew (and swapped
+ * in by AuthHttpServer) whenever keys or clients change: oidc-provider fixes both at
+ * construction.
  */
 export async function createProvider(options: ProviderOptions): Promise<Provider> {
   const { audience, accessTokenTtlSeconds } = options;
@@ -27,12 +51,12 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
     audience,
     accessTokenTTL: accessTokenTtlSeconds,
     accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: SIGNING_ALG } },
+    jwt: { sign: { alg: SIGNING_ALG, kid: options.signingKid } },
   } as const;
 
   const configuration: Configuration = {
     clients: options.clients.map(toClientMetadata),
-    jwks: { keys: options.signingKeys.map((key) => key.privateJwk) as NonNullable<Configuration['jwks']>['keys'] },
+    jwks: { keys: options.publishedKeys.map((key) => key.privateJwk) as NonNullable<Configuration['jwks']>['keys'] },
     scopes: [...PREDICTOR_SCOPES],
     responseTypes: [],
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
@@ -77,6 +101,10 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
   };
 
   const provider = new Provider(options.issuer, configuration);
+  const { verifySecret } = options;
+  provider.Client.prototype.compareClientSecret = function compareHashedSecret(this: { clientId: string }, actual: string) {
+    return verifySecret(this.clientId, actual);
+  };
   // Static clients are validated lazily; looking each one up fails at start-up instead of at the first token request.
   for (const client of options.clients) {
     const found = await provider.Client.find(client.clientId);

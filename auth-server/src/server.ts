@@ -17,6 +17,7 @@ export class AuthHttpServer {
   readonly server: Server;
   #handler: Handler | undefined;
   #tokenRequests = 0;
+  #jwksRequests = 0;
 
   constructor(private readonly logger: Logger) {
     this.server = createServer((req, res) => this.#dispatch(req, res));
@@ -30,8 +31,14 @@ export class AuthHttpServer {
     this.#handler = provider.callback() as Handler;
   }
 
+  /** Requests to the token endpoint, whatever their outcome. */
   get tokenRequests(): number {
     return this.#tokenRequests;
+  }
+
+  /** Requests for the JWKS (resource servers refreshing their keys). */
+  get jwksRequests(): number {
+    return this.#jwksRequests;
   }
 
   async listen(port: number, host?: string): Promise<AddressInfo> {
@@ -58,6 +65,7 @@ export class AuthHttpServer {
     const alias = METADATA_ALIASES.get(path);
     if (alias) req.url = alias;
     if (path === '/token') this.#tokenRequests += 1;
+    if (path === '/jwks') this.#jwksRequests += 1;
     res.on('finish', () => {
       this.logger.info(
         { method: req.method, path, status: res.statusCode, durationMs: Math.round((performance.now() - started) * 10) / 10 },

@@ -125,13 +125,13 @@ describe('auth-server in production with explicit keys and clients', () => {
     const dataDir = await temporaryDirectory('auth-prod');
     const { writeFile, stat } = await import('node:fs/promises');
     const keysFile = `${dataDir.path}/keys.json`;
-    const generate = startTypeScript('keys:generate', 'auth-server/src/keys-generate.ts', {}, [keysFile]);
+    const generate = startTypeScript('keys:generate', 'auth-server/src/keys/keys-generate.ts', {}, [keysFile]);
     assert.equal((await generate.exited).code, 0);
     assert.equal((await stat(keysFile)).mode & 0o777, 0o600);
     const clients = `${dataDir.path}/clients.json`;
     const secret = 'a-production-secret-of-forty-characters!';
     await writeFile(clients, JSON.stringify({ clients: [{ client_id: 'svc', client_secret: secret, scope: 'predict', plan: 'standard' }] }));
-    const auth = await startAuthServer({ dataDir: dataDir.path, env: { NODE_ENV: 'production', SIGNING_KEYS_FILE: keysFile, CLIENTS_FILE: clients, DEMO_CALLER_SECRET: '', DEMO_READONLY_SECRET: '', DEMO_FREE_SECRET: '' } });
+    const auth = await startAuthServer({ dataDir: dataDir.path, env: { NODE_ENV: 'production', SIGNING_KEYS_FILE: keysFile, CLIENTS_FILE: clients, DEMO_CALLER_SECRET: '', DEMO_READONLY_SECRET: '', DEMO_FREE_SECRET: '', ADMIN_TOKEN: '' } });
     const { status } = await requestToken(auth.issuer, 'svc', secret, { scope: 'predict' });
     assert.equal(status, 200);
     await auth.process.stop();

@@ -12,6 +12,7 @@ describe('npm start', () => {
     const start = startTypeScript('npm start', 'test/src/start.ts', {
       ...DEV_ENV,
       AUTH_PORT: String(authPort),
+      ADMIN_PORT: '0',
       PREDICTOR_PORT: String(predictorPort),
       ISSUER: `http://localhost:${authPort}`,
       DATA_DIR: `${dataDir.path}/auth`,

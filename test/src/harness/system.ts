@@ -11,6 +11,8 @@ export interface RunningAuthServer {
   process: ManagedProcess;
   issuer: string;
   port: number;
+  /** The admin API (loopback, ADMIN_TOKEN from dev.env). */
+  adminUrl: string;
 }
 
 export interface RunningPredictor {
@@ -27,12 +29,13 @@ export async function startAuthServer(options: { dataDir: string; audience?: str
   const process = startTypeScript('auth-server', 'auth-server/src/main.ts', {
     ...DEV_ENV,
     AUTH_PORT: '0',
+    ADMIN_PORT: '0',
     DATA_DIR: options.dataDir,
     PREDICTOR_AUDIENCE: options.audience ?? TEST_AUDIENCE,
     ...options.env,
   });
   const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
-  return { process, issuer: listening['issuer'] as string, port: listening['port'] as number };
+  return { process, issuer: listening['issuer'] as string, port: listening['port'] as number, adminUrl: `http://127.0.0.1:${listening['adminPort'] as number}` };
 }
 
 /** Starts the predictor on a free port and waits until it has loaded the issuer's keys. */

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { ClientMetadata } from 'oidc-provider';
+import { sha256Hex, type StoredClient } from './registry.js';
 
 /** A machine client allowed to use the client-credentials grant. */
 export interface ClientRegistration {
@@ -46,15 +46,15 @@ export function readClientsFile(path: string): ClientRegistration[] {
   });
 }
 
-export function toClientMetadata(client: ClientRegistration): ClientMetadata {
+/** The persisted form of a seed registration: the secret only as its hash. */
+export function toStoredClient(registration: ClientRegistration, now: Date): StoredClient {
   return {
-    client_id: client.clientId,
-    client_secret: client.clientSecret,
-    grant_types: ['client_credentials'],
-    response_types: [],
-    redirect_uris: [],
-    token_endpoint_auth_method: 'client_secret_basic',
-    scope: client.scopes.join(' '),
-    plan: client.plan,
+    clientId: registration.clientId,
+    authMethod: 'client_secret_basic',
+    secretSha256: sha256Hex(registration.clientSecret),
+    scopes: registration.scopes,
+    plan: registration.plan,
+    disabled: false,
+    updatedAt: now.toISOString(),
   };
 }
