@@ -29,7 +29,10 @@ const CLOCK_TOLERANCE_MS = 60_000;
 export async function startAuthServer(deps: { config: AuthServerConfig; signingKeys: SigningKeyFile; logger: Logger }): Promise<RunningAuthServer> {
   const { config, logger } = deps;
   const { registry, seeded } = await ClientRegistry.open(join(config.dataDir, 'client-registrations.json'), () => config.clients.map((client) => toStoredClient(client, new Date())));
-  const http = new AuthHttpServer(logger);
+  const http = new AuthHttpServer(logger, (clientId) => {
+    const client = registry.list().find((candidate) => candidate.clientId === clientId && !candidate.disabled);
+    return client?.scopes.join(' ');
+  });
   const { port } = await http.listen(config.port, config.host);
   const issuer = config.issuer ?? `http://localhost:${port}`;
   let tokensIssued = 0;

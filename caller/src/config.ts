@@ -7,7 +7,8 @@ export interface CallerConfig {
   clientId: string;
   /** The current client secret (re-read from CLIENT_SECRET_FILE when the file changes). */
   clientSecret: () => string;
-  scope: string;
+  /** Scopes to ask for; undefined lets the auth-server grant the client's registered scopes. */
+  scope: string | undefined;
   /** RFC 8707 resource indicator; undefined lets the auth-server use its default (the predictor). */
   resource: string | undefined;
   allowInsecureHttp: boolean;
@@ -28,7 +29,7 @@ export function loadCallerConfig(env: Env): CallerConfig {
     predictorUrl: read.url('PREDICTOR_URL', 'http://localhost:8080'),
     clientId,
     clientSecret: secretFile ? secretFileReader(secretFile) : () => secret as string,
-    scope: read.string('SCOPE', 'predict models:read'),
+    scope: read.string('SCOPE'),
     resource: resource === undefined ? undefined : read.url('PREDICTOR_AUDIENCE', resource),
     allowInsecureHttp: read.oneOf('ALLOW_INSECURE_HTTP', 'false', ['true', 'false']) === 'true',
   };

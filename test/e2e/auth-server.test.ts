@@ -138,3 +138,20 @@ describe('auth-server in production with explicit keys and clients', () => {
     await dataDir.remove();
   });
 });
+
+describe('auth-server default scope', () => {
+  it('grants the registered scopes when a token request names none (RFC 6749 section 3.3)', async () => {
+    const dataDir = await temporaryDirectory('auth-default-scope');
+    const auth = await startAuthServer({ dataDir: dataDir.path });
+    const { body } = await requestToken(auth.issuer, 'demo-readonly', DEV_ENV['DEMO_READONLY_SECRET']!);
+    assert.equal(decodeJwt(body['access_token'] as string)['scope'], 'models:read');
+    const post = await fetch(`${auth.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: 'demo-caller', client_secret: DEV_ENV['DEMO_CALLER_SECRET']! }),
+    });
+    assert.equal(decodeJwt(((await post.json()) as { access_token: string }).access_token)['scope'], 'predict models:read');
+    await stopAll();
+    await dataDir.remove();
+  });
+});
