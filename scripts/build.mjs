@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+// `npm run build [-- --outdir <dir>]`: bundles every entry of build-entries.mjs into
+// `<outdir>/<name>.js` (default `dist/` at the repository root) for the container images.
+//
+// The workspaces (`@m2m/*`, `caller`) export TypeScript sources, so they are bundled in;
+// every third-party package stays external and is resolved from node_modules at run
+// time, which is why an image ships `dist/` next to the production `node_modules/`.
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as esbuild from 'esbuild';
+import { ENTRIES, isWorkspacePackage } from './build-entries.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Marks a bare import external unless it names a workspace package (those are TypeScript to bundle). */
+const externalThirdParty = {
+  name: 'external-third-party',
+  setup(build) {
+    build.onResolve({ filter: /^[^./]/ }, (args) => {
+      // Entry points are given as paths relative to the root and look like bare names.
+      if (args.kind === 'entry-point' || isWorkspacePackage(args.path)) return undefined;
+      return { path: args.path, external: true };
+    });
+  },
+};
+
+async function main() {
+  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' } } });
+  const outdir = resolve(ROOT, values.outdir);
+  if (outdir === ROOT || !relative(outdir, ROOT).startsWith('..')) {
+    // The chunks folder is cleared below; never let that be the repository or above it.
+    throw new Error(`--outdir must not be the repository or a folder above it: ${outdir}`);
+  }
+
+  const entries = ENTRIES.filter((entry) => {
+    if (existsSync(join(ROOT, entry.source))) return true;
+    process.stdout.write(`build: skipping ${entry.name}.js: ${entry.source} does not exist\n`);
+    return false;
+  });
+
+  // Chunk names carry content hashes; old ones would pile up.
+  await rm(join(outdir, 'chunks'), { recursive: true, force: true });
+  await mkdir(outdir, { recursive: true });
+  const result = await esbuild.build({
+    absWorkingDir: ROOT,
+    entryPoints: entries.map((entry) => ({ in: entry.source, out: entry.name })),
+    outdir,
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node22',
+    sourcemap: true,
+    // Keeps dynamic imports lazy (auth-server/src/main.ts validates its configuration
+    // before it loads oidc-provider) and shares the workspace code between entries.
+    splitting: true,
+    chunkNames: 'chunks/[name]-[hash]',
+    plugins: [externalThirdParty],
+    logLevel: 'warning',
+  });
+  // The bundles are ES modules named .js: this makes them so wherever dist/ is copied.
+  await writeFile(join(outdir, 'package.json'), `${JSON.stringify({ type: 'module' }, null, 2)}\n`);
+  if (result.errors.length > 0) return 1;
+  for (const entry of entries) process.stdout.write(`build: ${relative(ROOT, join(outdir, `${entry.name}.js`))} ← ${entry.source}\n`);
+  return 0;
+}
+
+main().then(
+  (code) => (process.exitCode = code),
+  (error) => {
+    // esbuild has already printed its diagnostics; this is the one-line reason.
+    process.stderr.write(`build: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);
