@@ -15,7 +15,7 @@ after(() => Promise.all(stubs.map((stub) => stub.close())));
 /** Tokens tok-1, tok-2, …: a new one after each invalidation. */
 function fakeTokens() {
   let generation = 1;
-  let current: AccessToken = { value: 'tok-1', cacheKey: 'k', scope: 'predict', expiresAt: Infinity, refreshAt: Infinity };
+  let current: AccessToken = { value: 'tok-1', cacheKey: 'k', scope: 'predict', requestedAt: 0, expiresAt: Infinity, refreshAt: Infinity };
   return {
     invalidations: 0,
     async getToken() {

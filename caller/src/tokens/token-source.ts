@@ -29,6 +29,7 @@ export interface TokenSourceOptions {
   random?: () => number;
   /** Replaces `fetch` (tests, proxies). */
   fetch?: typeof fetch;
+  onEvent?: (event: TokenEvent) => void;
 }
 
 /** What a token is for; with the issuer and the client it is the cache key. */
@@ -39,15 +40,35 @@ export interface TokenRequest {
   resource?: string | undefined;
 }
 
+/** What the token source did; carries no secret and no token. */
+export interface TokenEvent {
+  kind: 'requested' | 'issued' | 'failed';
+  attempt: number;
+  scope: string | undefined;
+  /** The OAuth error code (or network_error) of a failed request. */
+  error?: string | undefined;
+  /** The token's lifetime (in milliseconds), when issued. */
+  lifetimeMs?: number | undefined;
+}
+
 export interface AccessToken {
   value: string;
   /** Cache key: issuer, client, scope, resource. */
   readonly cacheKey: string;
   scope: string | undefined;
+  /** Monotonic time (ms) at which the token was requested. */
+  requestedAt: number;
   /** Monotonic time (ms) at which the token expires, measured from when it was requested. */
   expiresAt: number;
   /** Monotonic time (ms) after which a background refresh starts. */
   refreshAt: number;
+}
+
+interface CacheEntry {
+  current?: AccessToken;
+  pending?: Promise<AccessToken>;
+  /** After a failed early refresh, the next one waits until then: no hammering a struggling token endpoint. */
+  retryRefreshAt?: number;
 }
 
 /** Refresh at a random point between these fractions of the lifetime. */
@@ -77,7 +98,7 @@ export class TokenSource {
   readonly #random: () => number;
   #configuration: Promise<oidc.Configuration> | undefined;
   /** Per (issuer, client, scope, resource): the current token and the refresh in flight. */
-  readonly #cache = new Map<string, { current?: AccessToken; pending?: Promise<AccessToken> }>();
+  readonly #cache = new Map<string, CacheEntry>();
   #tokenRequests = 0;
 
   constructor(options: TokenSourceOptions) {
@@ -105,8 +126,12 @@ export class TokenSource {
     const { current } = entry;
     const now = this.#clock.now();
     if (current && now < current.expiresAt) {
-      // A failed early refresh keeps the still-valid token; the next call past refreshAt tries again.
-      if (now >= current.refreshAt && !entry.pending) this.#refresh(entry, cacheKey, scope, resource).catch(() => {});
+      // A failed early refresh keeps the still-valid token and tries again a quarter of the remaining lifetime (at most 5 s) later.
+      if (now >= current.refreshAt && now >= (entry.retryRefreshAt ?? 0) && !entry.pending) {
+        this.#refresh(entry, cacheKey, scope, resource).catch(() => {
+          entry.retryRefreshAt = this.#clock.now() + Math.min(5_000, (current.expiresAt - this.#clock.now()) / 4);
+        });
+      }
       return current;
     }
     return this.#refresh(entry, cacheKey, scope, resource);
@@ -119,7 +144,7 @@ export class TokenSource {
   }
 
   /** Single flight: concurrent callers of one cache key share one token request. */
-  #refresh(entry: { current?: AccessToken; pending?: Promise<AccessToken> }, cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
+  #refresh(entry: CacheEntry, cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
     entry.pending ??= this.#requestToken(cacheKey, scope, resource)
       .then((token) => (entry.current = token))
       .finally(() => {
@@ -132,11 +157,16 @@ export class TokenSource {
   async #requestToken(cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
     const maxAttempts = this.#options.maxAttempts ?? 4;
     const maxDelayMs = this.#options.maxDelayMs ?? 10_000;
+    const emit = this.#options.onEvent ?? (() => {});
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#requestTokenOnce(cacheKey, scope, resource);
+        emit({ kind: 'requested', attempt, scope });
+        const token = await this.#requestTokenOnce(cacheKey, scope, resource);
+        emit({ kind: 'issued', attempt, scope: token.scope, lifetimeMs: token.expiresAt - token.requestedAt });
+        return token;
       } catch (error) {
         const failure = toTokenRequestError(error);
+        emit({ kind: 'failed', attempt, scope, error: failure.code });
         if (!failure.retryable || attempt >= maxAttempts) throw failure;
         const retryAfterMs = parseRetryAfter(failure.retryAfter, this.#clock.wallNow()) ?? 0;
         if (retryAfterMs > maxDelayMs) throw failure;
@@ -159,6 +189,7 @@ export class TokenSource {
       value: response.access_token,
       cacheKey,
       scope: response.scope,
+      requestedAt: sentAt,
       expiresAt: sentAt + lifetimeMs,
       refreshAt: sentAt + lifetimeMs * refreshFraction,
     };

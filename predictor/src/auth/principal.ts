@@ -5,6 +5,8 @@ export interface Principal {
   /** Rate-limit plan name (token `plan` claim). */
   plan: string;
   authMethod: 'bearer-jwt' | 'api-key';
+  /** The signing key of a token (`kid`), for logs and key-rotation evidence. */
+  keyId?: string | undefined;
   /** Token id (`jti`) or API key id, for logs. */
   tokenId: string | undefined;
   /** Token expiry, seconds since the epoch; API keys don't expire (they are revoked). */

@@ -24,8 +24,9 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const now = options.now ?? Date.now;
   return async function verifyAccessToken(token) {
     let payload: JWTPayload;
+    let keyId: string | undefined;
     try {
-      ({ payload } = await jwtVerify(token, options.getKey, {
+      ({ payload, protectedHeader: { kid: keyId } } = await jwtVerify(token, options.getKey, {
         issuer: options.issuer,
         audience: options.audience,
         typ: 'at+jwt',
@@ -37,11 +38,11 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     } catch (error) {
       throw toProblem(error);
     }
-    return principalFrom(payload);
+    return principalFrom(payload, keyId);
   };
 }
 
-function principalFrom(payload: JWTPayload): Principal {
+function principalFrom(payload: JWTPayload, keyId: string | undefined): Principal {
   const { client_id: clientId, scope, plan } = payload;
   if (typeof clientId !== 'string' || clientId === '') throw new InvalidToken('The token has no client_id.');
   if (scope !== undefined && typeof scope !== 'string') throw new InvalidToken('The token scope is not a string.');
@@ -51,6 +52,7 @@ function principalFrom(payload: JWTPayload): Principal {
     scopes: new Set(scope ? scope.split(' ') : []),
     plan: plan ?? 'free',
     authMethod: 'bearer-jwt',
+    keyId,
     tokenId: payload.jti,
     expiresAt: payload.exp as number,
   };

@@ -28,6 +28,8 @@ export function observeRequests(logger: Logger, metrics: Metrics) {
         durationMs: Math.round(seconds * 100_000) / 100,
         clientId: principal?.clientId,
         authMethod: principal?.authMethod,
+        kid: principal?.keyId,
+        idempotencyKey: c.req.header('idempotency-key')?.slice(0, 100),
         rateLimit: rateLimit && { allowed: rateLimit.allowed, violated: rateLimit.violated, remaining: rateLimit.policies.map((policy) => policy.remaining) },
         idempotency,
       },

@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { AdminClient } from '@m2m/auth-server/admin-client';
+import { PredictorCallError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow, type RetryBudget } from 'caller';
+import { stopAll, temporaryDirectory, type LogRecord } from '../harness/processes.js';
+import { DEV_ENV, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../harness/system.js';
+import { Trace } from './trace.js';
+
+export interface Evidence {
+  what: string;
+  observed: string | number;
+  expected: string;
+  ok: boolean;
+}
+
+export interface PredictionOutcome {
+  key: string;
+  ok: boolean;
+  /** For failures: status and why the call stopped. */
+  error?: { status: number | undefined; reason: string; attempts: number; message: string };
+  startedAt: number;
+}
+
+const ROWS: IrisRow[] = [
+  [5.1, 3.5, 1.4, 0.2],
+  [6.0, 2.7, 4.1, 1.0],
+  [6.7, 3.0, 5.2, 2.3],
+];
+
+/**
+ * One scenario run: its own auth-server and predictor on free ports, callers built
+ * from the caller library with their attempts traced, and the servers' own logs and
+ * counters as the evidence.
+ */
+export class ScenarioRun {
+  readonly trace = new Trace();
+  readonly evidence: Evidence[] = [];
+  readonly #started = performance.now();
+
+  private constructor(
+    readonly auth: RunningAuthServer,
+    readonly predictor: RunningPredictor,
+    readonly admin: AdminClient,
+    readonly dataDir: string,
+    private readonly cleanup: () => Promise<void>,
+  ) {}
+
+  static async start(options: { authEnv?: Record<string, string>; predictorEnv?: Record<string, string>; plans?: unknown } = {}): Promise<ScenarioRun> {
+    const dir = await temporaryDirectory('scenario');
+    const planEnv: Record<string, string> = {};
+    if (options.plans) {
+      planEnv['PLANS_FILE'] = `${dir.path}/plans.json`;
+      await writeFile(planEnv['PLANS_FILE'], JSON.stringify(options.plans));
+    }
+    const auth = await startAuthServer({ dataDir: `${dir.path}/auth`, env: { KEY_PROPAGATION_SECONDS: '0', ...options.authEnv } });
+    const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dir.path}/predictor`, env: { IDEMPOTENCY_STORE: 'sqlite', ...planEnv, ...options.predictorEnv } });
+    return new ScenarioRun(auth, predictor, new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!), dir.path, dir.remove);
+  }
+
+  /** Milliseconds since the run started. */
+  elapsed(): number {
+    return performance.now() - this.#started;
+  }
+
+  /** A caller (TokenSource + PredictorClient) whose token requests and attempts go into the trace. */
+  caller(
+    options: {
+      clientId?: string;
+      secret?: () => string;
+      baseUrl?: string;
+      maxAttempts?: number;
+      random?: () => number;
+      retryBudget?: RetryBudget;
+      onAttempt?: (event: AttemptEvent) => void;
+    } = {},
+  ) {
+    const clientId = options.clientId ?? 'demo-caller';
+    const tokens = new TokenSource({
+      issuer: this.auth.issuer,
+      clientId,
+      clientSecret: options.secret ?? (() => DEV_ENV['DEMO_CALLER_SECRET']!),
+      ...(options.random ? { random: options.random } : {}),
+      onEvent: (event) => {
+        if (event.kind === 'requested') this.trace.message('Caller', 'AuthServer', `POST /token (${clientId}, attempt ${event.attempt})`);
+        else if (event.kind === 'issued') this.trace.message('AuthServer', 'Caller', `token scope="${event.scope ?? ''}" ttl ${Math.round((event.lifetimeMs ?? 0) / 1000)}s`, true);
+        else this.trace.message('AuthServer', 'Caller', `token refused: ${event.error}`, true);
+      },
+    });
+    const client = new PredictorClient({
+      baseUrl: options.baseUrl ?? this.predictor.url,
+      tokens,
+      ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.retryBudget ? { retryBudget: options.retryBudget } : {}),
+      onAttempt: (event) => {
+        options.onAttempt?.(event);
+        this.trace.message('Caller', options.baseUrl ? 'Proxy' : 'Predictor', `POST /v1/predict attempt ${event.attempt}`);
+        const answer = event.status === undefined ? `no answer (${event.error ?? 'network'})` : String(event.status);
+        const next = event.next === 'retry' ? `wait ${Math.round(event.waitMs)}ms (${event.reason})` : event.next === 'refresh-token' ? 'refresh token, replay' : event.next;
+        this.trace.message(options.baseUrl ? 'Proxy' : 'Predictor', 'Caller', `${answer} → ${next}`, true);
+      },
+    });
+    return { tokens, client };
+  }
+
+  /** Logical predictions, `concurrency` at a time, until `durationMs` has passed; each with its own key. */
+  async traffic(client: PredictorClient, options: { durationMs: number; concurrency?: number; pauseMs?: number }): Promise<PredictionOutcome[]> {
+    const outcomes: PredictionOutcome[] = [];
+    const until = this.elapsed() + options.durationMs;
+    let index = 0;
+    const worker = async () => {
+      while (this.elapsed() < until) {
+        const key = randomUUID();
+        const startedAt = this.elapsed();
+        try {
+          await client.predict([ROWS[index++ % ROWS.length]!], { idempotencyKey: key });
+          outcomes.push({ key, ok: true, startedAt });
+        } catch (error) {
+          const failure = error as PredictorCallError;
+          outcomes.push({ key, ok: false, startedAt, error: { status: failure.lastStatus, reason: failure.reason ?? 'error', attempts: failure.attempts ?? 0, message: failure.message } });
+        }
+        if (options.pauseMs) await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
+      }
+    };
+    await Promise.all(Array.from({ length: options.concurrency ?? 1 }, worker));
+    return outcomes;
+  }
+
+  /** Runs `change` once `atMs` of the run have passed (while traffic flows), and traces it. */
+  async at(atMs: number, description: string, change: () => Promise<void>): Promise<void> {
+    const wait = atMs - this.elapsed();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    this.trace.note('Operator', description);
+    await change();
+  }
+
+  /** The predictor's request log lines for POST /v1/predict. */
+  predictRecords(): LogRecord[] {
+    return this.predictor.process.records.filter((record) => record['route'] === '/v1/predict' && record.msg === 'request');
+  }
+
+  /** How many times the predictor ran the model for each idempotency key. */
+  executionsPerKey(): Map<string, number> {
+    const executions = new Map<string, number>();
+    for (const record of this.predictRecords()) {
+      if (record['idempotency'] !== 'executed') continue;
+      const key = record['idempotencyKey'] as string;
+      executions.set(key, (executions.get(key) ?? 0) + 1);
+    }
+    return executions;
+  }
+
+  /** Status codes the predictor served on POST /v1/predict. */
+  statusesServed(): Map<number, number> {
+    const statuses = new Map<number, number>();
+    for (const record of this.predictRecords()) statuses.set(record['status'] as number, (statuses.get(record['status'] as number) ?? 0) + 1);
+    return statuses;
+  }
+
+  expect(what: string, observed: string | number, expected: string, ok: boolean): void {
+    this.evidence.push({ what, observed, expected, ok });
+  }
+
+  /** Resolves once the predictor has logged its final answer for every given key (the log line follows the answer). */
+  async settled(keys: string[], timeoutMs = 5_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    const logged = () => {
+      const seen = new Set(this.predictRecords().filter((record) => (record['status'] as number) < 300 || record['status'] === 403).map((record) => record['idempotencyKey']));
+      return keys.every((key) => seen.has(key));
+    };
+    while (!logged() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
+  /** The checks every scenario makes: no prediction lost, none executed twice. */
+  async expectExactlyOnce(outcomes: PredictionOutcome[]): Promise<void> {
+    const succeeded = outcomes.filter((outcome) => outcome.ok);
+    await this.settled(succeeded.map((outcome) => outcome.key));
+    const executions = this.executionsPerKey();
+    const twice = [...executions.values()].filter((count) => count > 1).length;
+    const lost = succeeded.filter((outcome) => executions.get(outcome.key) !== 1).length;
+    this.expect('logical predictions succeeded', `${succeeded.length}/${outcomes.length}`, 'all', succeeded.length === outcomes.length && outcomes.length > 0);
+    this.expect('keys executed more than once (predictor log)', twice, '0', twice === 0);
+    this.expect('successful predictions without exactly one execution', lost, '0', lost === 0);
+  }
+
+  async stop(): Promise<void> {
+    await stopAll();
+    await this.cleanup();
+  }
+}
