@@ -37,7 +37,7 @@ describe('npm run demo', () => {
     const output = demo.stdoutLines.join('\n');
     assert.match(output, /→ setosa/);
     assert.match(output, /→ virginica/);
-    assert.match(output, /Summary: (\d+)\/\1 steps behaved as expected/);
+    assert.match(output, /^(\d+)\/\1 steps behaved as expected\.$/m);
   });
 });
 

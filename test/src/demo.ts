@@ -1,13 +1,15 @@
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { PredictorApiError, PredictorClient, TokenSource, type IrisRow } from 'caller';
+import { AdminClient } from '@m2m/auth-server/admin-client';
+import { EnvReader } from '@m2m/common';
+import { PredictorApiError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow } from 'caller';
 import { stopAll, temporaryDirectory } from './harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor } from './harness/system.js';
 
 // `npm run demo`: starts both servers on free ports with a throw-away data directory,
 // drives the caller library through the main behaviours, prints what happened, and
-// exits 0 only if every step behaved as expected.
+// exits 0 only if every step behaved as expected. With DEMO_TARGET=external (the
+// compose caller) it drives running servers instead: ISSUER, PREDICTOR_URL, ADMIN_URL.
 
-const AUDIENCE = 'http://localhost:8080';
 const SAMPLES: [string, IrisRow][] = [
   ['a short-petalled flower', [5.1, 3.5, 1.4, 0.2]],
   ['a mid-sized flower', [6.0, 2.7, 4.1, 1.0]],
@@ -21,51 +23,138 @@ const check = (step: string, ok: boolean, detail: string) => {
   say(`  ${ok ? '✓' : '✗'} ${detail}`);
 };
 
-const dataDir = await temporaryDirectory('demo');
-try {
-  say('Starting the auth-server and the predictor on free ports…');
-  const auth = await startAuthServer({ dataDir: dataDir.path, audience: AUDIENCE });
-  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: dataDir.path, audience: AUDIENCE });
-  say(`  auth-server ${auth.issuer}   predictor ${predictor.url}`);
+interface Target {
+  issuer: string;
+  predictorUrl: string;
+  admin: AdminClient;
+  allowInsecureHttp: boolean;
+}
 
-  const tokens = new TokenSource({ issuer: auth.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, scope: 'predict models:read' });
-  const client = new PredictorClient({ baseUrl: predictor.url, tokens });
+async function startLocal(): Promise<{ target: Target; stop: () => Promise<void> }> {
+  const dataDir = await temporaryDirectory('demo');
+  say('Starting the auth-server and the predictor on free ports…');
+  const audience = 'http://localhost:8080';
+  const auth = await startAuthServer({ dataDir: `${dataDir.path}/auth`, audience, env: { KEY_PROPAGATION_SECONDS: '0', ACCESS_TOKEN_TTL: '300' } });
+  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dataDir.path}/predictor`, audience });
+  say(`  auth-server ${auth.issuer}   predictor ${predictor.url}   admin ${auth.adminUrl}`);
+  return {
+    target: { issuer: auth.issuer, predictorUrl: predictor.url, admin: new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!), allowInsecureHttp: false },
+    stop: async () => {
+      await stopAll();
+      await dataDir.remove();
+    },
+  };
+}
+
+function external(): Target {
+  const read = new EnvReader(process.env);
+  return {
+    issuer: read.url('ISSUER', 'http://localhost:9000'),
+    predictorUrl: read.url('PREDICTOR_URL', 'http://localhost:8080'),
+    admin: new AdminClient(read.url('ADMIN_URL', 'http://127.0.0.1:9001'), DEV_ENV['ADMIN_TOKEN'] ?? ''),
+    allowInsecureHttp: read.oneOf('ALLOW_INSECURE_HTTP', 'false', ['true', 'false']) === 'true',
+  };
+}
+
+async function story(target: Target): Promise<void> {
+  const events: AttemptEvent[] = [];
+  const callerTokens = new TokenSource({ issuer: target.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, allowInsecureHttp: target.allowInsecureHttp });
+  const caller = new PredictorClient({ baseUrl: target.predictorUrl, tokens: callerTokens, onAttempt: (event) => events.push(event) });
 
   say('\n1. A token for demo-caller (OAuth2 client credentials)');
-  const token = await tokens.getToken();
+  const token = await callerTokens.getToken();
   const header = decodeProtectedHeader(token.value);
   const claims = decodeJwt(token.value);
   say(`  header  typ=${header.typ} alg=${header.alg} kid=${header.kid}`);
   say(`  claims  sub=${claims.sub} aud=${String(claims.aud)} scope="${String(claims['scope'])}" plan=${String(claims['plan'])} ttl=${claims.exp! - claims.iat!}s`);
-  check('token', header.typ === 'at+jwt' && claims.aud === AUDIENCE, 'RFC 9068 access token for the predictor');
+  check('token', header.typ === 'at+jwt' && typeof header.kid === 'string', 'RFC 9068 access token, signed with a published key');
 
   say('\n2. Predictions with that token');
   for (const [description, row] of SAMPLES) {
-    const { predictions } = await client.predict([row]);
+    const { predictions } = await caller.predict([row]);
     const [prediction] = predictions;
     const confidence = prediction ? (prediction.probabilities[prediction.label]! * 100).toFixed(1) : '?';
     say(`  ${description.padEnd(24)} ${JSON.stringify(row).padEnd(20)} → ${prediction?.label} (${confidence}%)`);
   }
-  check('cache', tokens.tokenRequests === 1, `${SAMPLES.length} predictions on ${tokens.tokenRequests} token request (cached)`);
+  check('cache', callerTokens.tokenRequests === 1, `${SAMPLES.length} predictions on ${callerTokens.tokenRequests} token request (cached)`);
 
-  say('\n3. Least privilege: demo-readonly may list models but not predict');
+  say('\n3. A burst of 12 predictions from demo-free (plan: burst 6, 2/s)');
+  const freeEvents: AttemptEvent[] = [];
+  const free = new PredictorClient({
+    baseUrl: target.predictorUrl,
+    tokens: new TokenSource({ issuer: target.issuer, clientId: 'demo-free', clientSecret: () => DEV_ENV['DEMO_FREE_SECRET']!, allowInsecureHttp: target.allowInsecureHttp }),
+    maxAttempts: 8,
+    onAttempt: (event) => freeEvents.push(event),
+  });
+  const started = performance.now();
+  const burst = await Promise.allSettled(Array.from({ length: 12 }, (_, index) => free.predict([SAMPLES[index % 3]![1]])));
+  const limited = freeEvents.filter((event) => event.status === 429);
+  const waited = limited.reduce((sum, event) => sum + event.waitMs, 0);
+  say(`  ${limited.length} answers were 429 with Retry-After; the caller waited ${Math.round(waited / 100) / 10} s in all, as told`);
+  check('storm', burst.every((result) => result.status === 'fulfilled') && limited.length > 0, `all 12 succeeded in ${((performance.now() - started) / 1000).toFixed(1)} s: the rate limit was absorbed by backoff`);
+
+  say('\n4. A response lost on the way: the caller retries with the same Idempotency-Key');
+  const key = `demo-${Date.now()}`;
+  const first = await caller.predict([SAMPLES[1]![1]], { idempotencyKey: key });
+  const retried = await caller.predict([SAMPLES[1]![1]], { idempotencyKey: key });
+  say(`  first answer  id=${first.id}`);
+  say(`  the retry     id=${retried.id} (replayed from the store, the model did not run again)`);
+  check('idempotency', first.id === retried.id, 'the retried prediction was replayed, not executed twice');
+
+  say('\n5. A signing-key rotation in the middle of traffic');
+  let stop = false;
+  let served = 0;
+  let failed = 0;
+  const traffic = (async () => {
+    while (!stop) {
+      await caller.predict([SAMPLES[0]![1]]).then(
+        () => (served += 1),
+        () => (failed += 1),
+      );
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const before = (await target.admin.listKeys()).find((key) => key.state === 'current')!.kid;
+  // The predictor fetched the JWKS after "next" was published (it starts after the auth-server), so it may sign at once.
+  const after = (await target.admin.rotateKeys({ force: true })).find((key) => key.state === 'current')!.kid;
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  stop = true;
+  await traffic;
+  const fresh = new TokenSource({ issuer: target.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, allowInsecureHttp: target.allowInsecureHttp });
+  const newKid = decodeProtectedHeader((await fresh.getToken()).value).kid;
+  say(`  signing key ${before} → ${after}; ${served} predictions during the rotation, ${failed} failed`);
+  say(`  the cached token (old key) kept working; a new token carries kid=${newKid}`);
+  check('rotation', failed === 0 && newKid === after && served > 0, 'key rotated without a failed prediction');
+
+  say('\n6. Least privilege: demo-readonly may list models but not predict');
   const readonly = new PredictorClient({
-    baseUrl: predictor.url,
-    tokens: new TokenSource({ issuer: auth.issuer, clientId: 'demo-readonly', clientSecret: () => DEV_ENV['DEMO_READONLY_SECRET']!, scope: 'models:read' }),
+    baseUrl: target.predictorUrl,
+    tokens: new TokenSource({ issuer: target.issuer, clientId: 'demo-readonly', clientSecret: () => DEV_ENV['DEMO_READONLY_SECRET']!, allowInsecureHttp: target.allowInsecureHttp }),
   });
   await readonly.listModels();
   const refusal = await readonly.predict([SAMPLES[0]![1]]).then(
     () => undefined,
     (error: unknown) => error,
   );
-  check('scope', refusal instanceof PredictorApiError && refusal.status === 403, `predict refused: ${refusal instanceof Error ? refusal.message : 'it was allowed'}`);
+  check('scope', refusal instanceof PredictorApiError && refusal.status === 403 && refusal.attempts === 1, `predict refused at once: ${refusal instanceof Error ? refusal.message : 'it was allowed'}`);
+
+  const attempts = events.length + freeEvents.length;
+  say('\nSummary');
+  say(`  ${'step'.padEnd(12)} result`);
+  for (const entry of checks) say(`  ${entry.step.padEnd(12)} ${entry.ok ? 'ok    ' : 'FAILED'} ${entry.detail}`);
+  say(`  (${attempts} attempts by demo-caller and demo-free, ${limited.length} of them answered 429)`);
+}
+
+const local = process.env['DEMO_TARGET'] !== 'external';
+let stop = async () => {};
+try {
+  const target = local ? await startLocal().then((started) => ((stop = started.stop), started.target)) : external();
+  await story(target);
 } catch (error) {
   check('run', false, `the demo failed: ${error instanceof Error ? error.message : String(error)}`);
 } finally {
-  await stopAll();
-  await dataDir.remove();
+  await stop();
 }
-
-const failed = checks.filter((entry) => !entry.ok);
-say(`\nSummary: ${checks.length - failed.length}/${checks.length} steps behaved as expected.${failed.length ? ` Failed: ${failed.map((entry) => entry.step).join(', ')}` : ''}`);
-process.exitCode = failed.length === 0 ? 0 : 1;
+const failedSteps = checks.filter((entry) => !entry.ok);
+say(`\n${checks.length - failedSteps.length}/${checks.length} steps behaved as expected.${failedSteps.length ? ` Failed: ${failedSteps.map((entry) => entry.step).join(', ')}` : ''}`);
+process.exitCode = failedSteps.length === 0 ? 0 : 1;

@@ -1,10 +1,18 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
 import { rememberSecret, REPOSITORY_ROOT, startTypeScript, type ManagedProcess } from './processes.js';
 
-/** dev.env's credentials, as `npm start` and the demo use them. */
-export const DEV_ENV: Record<string, string> = parseEnv(readFileSync(join(REPOSITORY_ROOT, 'dev.env'), 'utf8')) as Record<string, string>;
+const DEV_ENV_FILE = join(REPOSITORY_ROOT, 'dev.env');
+const DEV_ENV_KEYS = ['DEMO_CALLER_SECRET', 'DEMO_READONLY_SECRET', 'DEMO_FREE_SECRET', 'ADMIN_TOKEN'];
+
+/**
+ * dev.env's credentials, as `npm start` and the demo use them; where the file is not
+ * around (the demo inside its container) they come from the environment (env_file).
+ */
+export const DEV_ENV: Record<string, string> = existsSync(DEV_ENV_FILE)
+  ? (parseEnv(readFileSync(DEV_ENV_FILE, 'utf8')) as Record<string, string>)
+  : Object.fromEntries(DEV_ENV_KEYS.flatMap((key) => (process.env[key] ? [[key, process.env[key]]] : [])));
 for (const secret of Object.values(DEV_ENV)) rememberSecret(secret);
 
 export interface RunningAuthServer {

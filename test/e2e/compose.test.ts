@@ -1,0 +1,709 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { parseEnv } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { REPOSITORY_ROOT } from '../src/harness/processes.js';
+
+// No Docker engine runs on the development machine, so docker-compose.yml and the
+// Dockerfiles are checked statically against the code: a renamed variable, port,
+// route, path or bundle fails here instead of at `docker compose up`.
+
+// ---------------------------------------------------------------------------
+// What the compose file is checked against
+// ---------------------------------------------------------------------------
+
+interface ServiceCode {
+  /** Folders whose TypeScript (tests excluded) the service's container runs. */
+  sources: string[];
+  /** The variable holding the port the service listens on, if it listens. */
+  portVariable?: string;
+  /** The variable holding the directory that must be on a named volume. */
+  dataVariable?: string;
+}
+
+/** The services built from this repository, and the code each one runs. */
+const SERVICE_CODE: Record<string, ServiceCode> = {
+  'auth-server': { sources: ['auth-server/src', 'common/src'], portVariable: 'AUTH_PORT', dataVariable: 'DATA_DIR' },
+  predictor: { sources: ['predictor/src', 'common/src'], portVariable: 'PREDICTOR_PORT', dataVariable: 'PREDICTOR_DATA_DIR' },
+  // The caller container runs the demo (test/src) on the caller library.
+  caller: { sources: ['test/src', 'caller/src', 'common/src'] },
+};
+const DISTRIBUTED_SERVICES = ['redis', 'postgres'];
+/** Read by Node.js itself or by every library, not by our configuration code. */
+const ALWAYS_ALLOWED = new Set(['NODE_ENV', 'NODE_OPTIONS']);
+
+interface ComposeService {
+  build?: string | { context?: string; dockerfile?: string };
+  image?: string;
+  command?: string | string[];
+  env_file?: string | (string | { path: string })[];
+  environment?: Record<string, string | number | boolean | null> | string[];
+  ports?: (string | number | { target: number; published?: string | number })[];
+  volumes?: (string | { type?: string; source?: string; target: string })[];
+  depends_on?: string[] | Record<string, { condition?: string }>;
+  healthcheck?: { test?: string | string[]; disable?: boolean };
+  profiles?: string[];
+  restart?: string;
+}
+
+interface ComposeFile {
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, unknown>;
+}
+
+const root = (path: string) => join(REPOSITORY_ROOT, path);
+const composeText = readFileSync(root('docker-compose.yml'), 'utf8');
+const compose = parseYaml(composeText) as ComposeFile;
+const services = compose?.services ?? {};
+const builtServices = Object.entries(services).filter(([, service]) => service.build !== undefined);
+
+function environmentOf(service: ComposeService): Record<string, string> {
+  const { environment } = service;
+  if (environment === undefined) return {};
+  if (Array.isArray(environment)) {
+    return Object.fromEntries(environment.map((entry) => [entry.split('=', 1)[0]!, entry.slice(entry.indexOf('=') + 1)]));
+  }
+  return Object.fromEntries(Object.entries(environment).map(([key, value]) => [key, value === null ? '' : String(value)]));
+}
+
+function envFilesOf(service: ComposeService): string[] {
+  const { env_file: envFile } = service;
+  if (envFile === undefined) return [];
+  return (Array.isArray(envFile) ? envFile : [envFile]).map((entry) => (typeof entry === 'string' ? entry : entry.path));
+}
+
+function buildOf(service: ComposeService): { context: string; dockerfile: string } {
+  const build = typeof service.build === 'string' ? { context: service.build } : (service.build ?? {});
+  return { context: build.context ?? '.', dockerfile: build.dockerfile ?? 'Dockerfile' };
+}
+
+function dockerfilePathOf(service: ComposeService): string {
+  const { context, dockerfile } = buildOf(service);
+  return posix.normalize(posix.join(context, dockerfile));
+}
+
+function codeOf(name: string): ServiceCode {
+  const code = SERVICE_CODE[name];
+  assert.ok(code, `service ${name} is built from this repository but the test does not know its code; add it to SERVICE_CODE`);
+  return code;
+}
+
+// ---------------------------------------------------------------------------
+// The variables and routes the code reads
+// ---------------------------------------------------------------------------
+
+function typeScriptFiles(folder: string): string[] {
+  const files: string[] = [];
+  const walk = (directory: string) => {
+    for (const entry of readdirSync(directory, { withFileTypes: true })) {
+      const path = join(directory, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) files.push(path);
+    }
+  };
+  if (existsSync(root(folder))) walk(root(folder));
+  return files;
+}
+
+const sourceCache = new Map<string, string>();
+function sourcesOf(folders: string[]): string {
+  return folders
+    .map((folder) => {
+      let text = sourceCache.get(folder);
+      if (text === undefined) {
+        text = typeScriptFiles(folder)
+          .map((file) => readFileSync(file, 'utf8'))
+          .join('\n');
+        sourceCache.set(folder, text);
+      }
+      return text;
+    })
+    .join('\n');
+}
+
+const NAME = String.raw`['"\`]([A-Z][A-Z0-9_]*)['"\`]`;
+/** How the code reads a variable (common/src/env.ts's EnvReader, or an environment object). */
+const READ_PATTERNS = [
+  // read.string('NAME' …), read.port('NAME', 9000), read.url(…), read.oneOf(…): the EnvReader
+  new RegExp(String.raw`\bread\.\w+\(\s*${NAME}`, 'g'),
+  // env['NAME'], process.env['NAME'], DEV_ENV['NAME'], devEnv['NAME']
+  new RegExp(String.raw`\b\w*(?:env|Env|ENV)\[\s*${NAME}\s*\]`, 'g'),
+  // process.env.NAME, env.NAME
+  /\b\w*(?:env|Env|ENV)\.([A-Z][A-Z0-9_]*)\b/g,
+  // a table of variables read by name, e.g. the demo clients' `secretVariable: 'DEMO_CALLER_SECRET'`
+  new RegExp(String.raw`\b\w*Variable\s*:\s*${NAME}`, 'g'),
+];
+
+function variablesReadBy(folders: string[]): Set<string> {
+  const text = sourcesOf(folders);
+  const names = new Set<string>();
+  for (const pattern of READ_PATTERNS) for (const match of text.matchAll(pattern)) names.add(match[1]!);
+  return names;
+}
+
+/** `read.port('AUTH_PORT', 9000)` → 9000. */
+function defaultPortInCode(code: ServiceCode, variable: string): number | undefined {
+  const match = new RegExp(String.raw`read\.port\(\s*['"]${variable}['"]\s*,\s*(\d+)\s*\)`).exec(sourcesOf(code.sources));
+  return match ? Number(match[1]) : undefined;
+}
+
+const devEnv = parseEnv(readFileSync(root('dev.env'), 'utf8')) as Record<string, string>;
+
+// ---------------------------------------------------------------------------
+// Dockerfiles
+// ---------------------------------------------------------------------------
+
+interface Instruction {
+  keyword: string;
+  args: string;
+  /** Index of the stage (FROM) the instruction belongs to. */
+  stage: number;
+}
+
+function parseDockerfile(text: string): Instruction[] {
+  const instructions: Instruction[] = [];
+  let stage = -1;
+  let pending = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#') || (line === '' && pending === '')) continue;
+    if (line.endsWith('\\')) {
+      pending += `${line.slice(0, -1)} `;
+      continue;
+    }
+    const full = `${pending}${line}`.trim();
+    pending = '';
+    if (full === '') continue;
+    const [keyword = ''] = full.split(/\s+/);
+    const upper = keyword.toUpperCase();
+    if (upper === 'FROM') stage += 1;
+    instructions.push({ keyword: upper, args: full.slice(keyword.length).trim(), stage });
+  }
+  return instructions;
+}
+
+/** Splits COPY/ADD arguments into flags, sources and destination (shell or JSON form). */
+function copyArguments(args: string): { flags: string[]; sources: string[]; destination: string } {
+  const flags: string[] = [];
+  let rest = args.trim();
+  for (let flag = /^(--\S+)\s*/.exec(rest); flag; flag = /^(--\S+)\s*/.exec(rest)) {
+    flags.push(flag[1]!);
+    rest = rest.slice(flag[0].length);
+  }
+  const paths = rest.startsWith('[') ? (JSON.parse(rest) as string[]) : rest.split(/\s+/);
+  return { flags, sources: paths.slice(0, -1), destination: paths.at(-1)! };
+}
+
+function jsonForm(args: string): string[] | undefined {
+  if (!args.startsWith('[')) return undefined;
+  try {
+    return JSON.parse(args) as string[];
+  } catch {
+    return undefined;
+  }
+}
+
+const dockerfiles = new Map<string, Instruction[]>();
+function dockerfile(path: string): Instruction[] {
+  let instructions = dockerfiles.get(path);
+  if (!instructions) {
+    instructions = parseDockerfile(readFileSync(root(path), 'utf8'));
+    dockerfiles.set(path, instructions);
+  }
+  return instructions;
+}
+
+function finalStage(instructions: Instruction[]): Instruction[] {
+  const last = Math.max(...instructions.map((instruction) => instruction.stage));
+  return instructions.filter((instruction) => instruction.stage === last);
+}
+
+/** `ENV A=1 B=2` and the legacy `ENV A 1` → entries. */
+function envEntries(args: string): [string, string][] {
+  if (!args.includes('=')) {
+    const [key = '', ...value] = args.split(/\s+/);
+    return [[key, value.join(' ')]];
+  }
+  return [...args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)].map((match) => [match[1]!, match[2]!.replace(/^"|"$/g, '')]);
+}
+
+/** The absolute path a COPY destination lands on, given the WORKDIR in force. */
+function imagePath(instructions: Instruction[], at: Instruction, destination: string): string {
+  let workdir = '/';
+  for (const instruction of instructions) {
+    if (instruction === at) break;
+    if (instruction.stage === at.stage && instruction.keyword === 'WORKDIR') workdir = posix.resolve(workdir, instruction.args);
+  }
+  return posix.resolve(workdir, destination);
+}
+
+/** True when a path (globs `*` and `?` allowed in any segment) matches something in the repository. */
+function existsInRepository(pattern: string): boolean {
+  const segments = posix.normalize(pattern).replace(/\/$/, '').split('/').filter((segment) => segment !== '.' && segment !== '');
+  const walk = (directory: string, index: number): boolean => {
+    if (index === segments.length) return true;
+    const segment = segments[index]!;
+    if (!/[*?[]/.test(segment)) {
+      const next = join(directory, segment);
+      return existsSync(next) && (index === segments.length - 1 || statSync(next).isDirectory()) && walk(next, index + 1);
+    }
+    const regex = new RegExp(`^${segment.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`);
+    return readdirSync(directory, { withFileTypes: true }).some(
+      (entry) => regex.test(entry.name) && (index === segments.length - 1 || entry.isDirectory()) && walk(join(directory, entry.name), index + 1),
+    );
+  };
+  return walk(REPOSITORY_ROOT, 0);
+}
+
+/** A minimal .dockerignore matcher (`*`, `?`, `**`, `!` exceptions; a match excludes everything below). */
+function dockerIgnored(path: string): boolean {
+  const file = root('.dockerignore');
+  if (!existsSync(file)) return false;
+  const rules = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'))
+    .map((line) => {
+      const negated = line.startsWith('!');
+      const pattern = posix.normalize(negated ? line.slice(1) : line).replace(/^\/|\/$/g, '');
+      const source = pattern
+        .split('/')
+        .map((segment) => (segment === '**' ? '.*' : segment.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')))
+        .join('/')
+        .replace(/\.\*\//g, '(?:.*/)?');
+      return { negated, regex: new RegExp(`^${source}(?:/.*)?$`) };
+    });
+  const normalized = posix.normalize(path).replace(/^\.\/|\/$/g, '');
+  let ignored = false;
+  for (const rule of rules) if (rule.regex.test(normalized)) ignored = !rule.negated;
+  return ignored;
+}
+
+/** The port and path of the `http://localhost:<port>/<path>` a health check fetches. */
+function healthUrl(command: string): { port: number; path: string } | undefined {
+  const match = /https?:\/\/(?:localhost|127\.0\.0\.1):(\d+)(\/[^'"\s)`]*)/.exec(command);
+  return match ? { port: Number(match[1]), path: match[2]! } : undefined;
+}
+
+function healthCommand(service: ComposeService): string | undefined {
+  const test = service.healthcheck?.test;
+  if (test === undefined || service.healthcheck?.disable) return undefined;
+  return Array.isArray(test) ? test.join(' ') : test;
+}
+
+function dockerfileHealthcheck(instructions: Instruction[]): string | undefined {
+  return finalStage(instructions).find((instruction) => instruction.keyword === 'HEALTHCHECK' && !/^NONE\b/i.test(instruction.args))?.args;
+}
+
+interface BuildEntry {
+  name: string;
+  source: string;
+}
+const { ENTRIES } = (await import(pathToFileURL(root('scripts/build-entries.mjs')).href)) as { ENTRIES: readonly BuildEntry[] };
+const entryNames = new Set(ENTRIES.map((entry) => entry.name));
+
+/** `["node", "dist/demo.js", …]` → `demo`, or undefined when it runs no bundle. */
+function bundleRunBy(command: string[]): string | undefined {
+  if (command[0] !== 'node') return undefined;
+  const script = command.slice(1).find((argument) => !argument.startsWith('-'));
+  return /^(?:\.\/)?dist\/([\w-]+)\.js$/.exec(script ?? '')?.[1];
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------
+
+describe('docker-compose.yml', () => {
+  it('parses and has the auth-server, the predictor, the caller and the distributed profile services', () => {
+    assert.equal(typeof compose, 'object');
+    for (const name of ['auth-server', 'predictor', 'caller']) {
+      assert.ok(services[name], `service ${name} missing`);
+      assert.ok(services[name].build, `service ${name} must be built from this repository`);
+      assert.equal(services[name].profiles, undefined, `service ${name} must start with a plain \`docker compose up\``);
+    }
+    for (const name of DISTRIBUTED_SERVICES) {
+      assert.ok(services[name], `service ${name} missing`);
+      assert.deepEqual(services[name].profiles, ['distributed'], `${name} belongs to the distributed profile only`);
+      assert.ok(healthCommand(services[name]), `${name} needs a health check`);
+    }
+    assert.match(services['redis']?.image ?? '', /^redis:7/);
+    assert.match(services['postgres']?.image ?? '', /^postgres:16/);
+  });
+
+  it('the caller runs the demo once against the compose services', () => {
+    const caller = services['caller']!;
+    const command = Array.isArray(caller.command) ? caller.command : (caller.command ?? '').split(/\s+/);
+    assert.equal(bundleRunBy(command), 'demo');
+    assert.equal(caller.restart, 'no');
+    assert.equal(environmentOf(caller)['DEMO_TARGET'], 'external');
+  });
+
+  it('sets only variables that each service’s code reads', () => {
+    const unread: string[] = [];
+    for (const [name, service] of builtServices) {
+      const read = variablesReadBy(codeOf(name).sources);
+      for (const variable of Object.keys(environmentOf(service))) {
+        if (!ALWAYS_ALLOWED.has(variable) && !read.has(variable)) unread.push(`${name}: ${variable}`);
+      }
+    }
+    assert.deepEqual(unread, [], 'variables set in docker-compose.yml that no code of the service reads (renamed? misspelt? not written yet?)');
+  });
+
+  it('loads dev credentials only from dev.env, and every dev.env key is read by some service', () => {
+    const readAnywhere = new Set(Object.keys(SERVICE_CODE).flatMap((name) => [...variablesReadBy(codeOf(name).sources)]));
+    const unread = Object.keys(devEnv).filter((key) => !readAnywhere.has(key));
+    assert.deepEqual(unread, [], 'dev.env keys no service reads');
+    for (const [name, service] of builtServices) {
+      for (const file of envFilesOf(service)) {
+        assert.equal(file, 'dev.env', `${name} loads ${file}; dev credentials live in dev.env only`);
+        assert.ok(existsSync(root(file)), `${name}: env_file ${file} does not exist`);
+      }
+      for (const [variable, value] of Object.entries(environmentOf(service))) {
+        assert.ok(!Object.values(devEnv).includes(value), `${name}: ${variable} repeats a dev.env credential inline; load it through env_file`);
+      }
+    }
+    assert.ok(envFilesOf(services['auth-server']!).includes('dev.env'), 'the auth-server needs the demo clients of dev.env');
+    assert.ok(envFilesOf(services['caller']!).includes('dev.env'), 'the caller needs the demo clients of dev.env');
+  });
+
+  it('maps each published port to the port the service listens on', () => {
+    for (const [name, service] of builtServices) {
+      const environment = environmentOf(service);
+      const listening = Object.entries(environment).filter(([variable]) => variable.endsWith('_PORT'));
+      const containerPorts = (service.ports ?? []).map((mapping) =>
+        typeof mapping === 'object' ? Number(mapping.target) : Number(String(mapping).split(':').at(-1)!.split('/')[0]),
+      );
+      for (const port of containerPorts) {
+        assert.ok(
+          listening.some(([, value]) => Number(value) === port),
+          `${name} publishes container port ${port}, but listens on ${listening.map(([variable, value]) => `${variable}=${value}`).join(', ') || 'no *_PORT'}`,
+        );
+      }
+      const { portVariable } = codeOf(name);
+      if (portVariable) {
+        assert.ok(environment[portVariable], `${name} must set ${portVariable} explicitly`);
+        assert.ok(containerPorts.includes(Number(environment[portVariable])), `${name} must publish ${portVariable}=${environment[portVariable]}`);
+      }
+    }
+  });
+
+  it('points every URL naming a compose service at a port that service listens on, and agrees on issuer and audience', () => {
+    const portsOf = (name: string) => Object.entries(environmentOf(services[name]!)).filter(([variable]) => variable.endsWith('_PORT')).map(([, value]) => Number(value));
+    for (const [name, service] of builtServices) {
+      for (const [variable, value] of Object.entries(environmentOf(service))) {
+        if (!/^https?:\/\//.test(value)) continue;
+        const url = new URL(value);
+        if (!services[url.hostname]) continue;
+        const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+        assert.ok(portsOf(url.hostname).includes(port), `${name}: ${variable}=${value}, but ${url.hostname} listens on ${portsOf(url.hostname).join(', ')}`);
+      }
+    }
+    for (const variable of ['ISSUER', 'PREDICTOR_AUDIENCE']) {
+      const values = new Set(builtServices.map(([, service]) => environmentOf(service)[variable]).filter((value) => value !== undefined));
+      assert.equal(values.size, 1, `${variable} differs between services: ${[...values].join(', ')} (tokens would be refused)`);
+    }
+    assert.equal(environmentOf(services['caller']!)['PREDICTOR_URL'], environmentOf(services['predictor']!)['PREDICTOR_AUDIENCE']);
+  });
+
+  it('the default port in the code is the port the Dockerfile exposes', () => {
+    for (const [name, service] of builtServices) {
+      const { portVariable } = codeOf(name);
+      if (!portVariable) continue;
+      const fallback = defaultPortInCode(codeOf(name), portVariable);
+      assert.ok(fallback !== undefined, `no read.port('${portVariable}', <default>) in ${codeOf(name).sources.join(', ')}`);
+      const exposed = dockerfile(dockerfilePathOf(service))
+        .filter((instruction) => instruction.keyword === 'EXPOSE')
+        .flatMap((instruction) => instruction.args.split(/\s+/).map((port) => Number(port.split('/')[0])));
+      assert.ok(exposed.includes(fallback), `${dockerfilePathOf(service)} exposes ${exposed.join(', ') || 'nothing'}, the code listens on ${fallback} by default`);
+    }
+  });
+
+  it('health checks fetch a route the service serves, on the port it listens on', () => {
+    for (const [name, service] of builtServices) {
+      const code = codeOf(name);
+      const checks: [string, string, number | undefined][] = [];
+      const composeCheck = healthCommand(service);
+      if (composeCheck) checks.push(['docker-compose.yml', composeCheck, Number(environmentOf(service)[code.portVariable ?? ''])]);
+      const imageCheck = dockerfileHealthcheck(dockerfile(dockerfilePathOf(service)));
+      if (imageCheck) checks.push([dockerfilePathOf(service), imageCheck, code.portVariable === undefined ? undefined : defaultPortInCode(code, code.portVariable)]);
+      if (code.portVariable) assert.ok(composeCheck, `${name} listens, so it needs a health check`);
+      for (const [where, command, port] of checks) {
+        const url = healthUrl(command);
+        assert.ok(url, `${where}: ${name}'s health check fetches no http://localhost URL: ${command}`);
+        assert.equal(url.port, port, `${where}: ${name}'s health check uses port ${url.port}, the service listens on ${port}`);
+        const source = sourcesOf(code.sources.filter((folder) => folder !== 'common/src'));
+        assert.ok(source.includes(`'${url.path}'`), `${where}: ${name} has no route '${url.path}' in ${code.sources.join(', ')}`);
+      }
+    }
+  });
+
+  it('depends_on with service_healthy names only services that have a health check', () => {
+    for (const [name, service] of Object.entries(services)) {
+      const dependsOn = service.depends_on;
+      if (dependsOn === undefined) continue;
+      const conditions: [string, string | undefined][] = Array.isArray(dependsOn)
+        ? dependsOn.map((target) => [target, undefined])
+        : Object.entries(dependsOn).map(([target, options]) => [target, options?.condition]);
+      for (const [target, condition] of conditions) {
+        const dependency = services[target];
+        assert.ok(dependency, `${name} depends on ${target}, which is not a service`);
+        if (condition !== 'service_healthy') continue;
+        const hasCheck =
+          healthCommand(dependency) !== undefined || (dependency.build !== undefined && dockerfileHealthcheck(dockerfile(dockerfilePathOf(dependency))) !== undefined);
+        assert.ok(hasCheck, `${name} waits for ${target} to be healthy, but ${target} has no health check`);
+      }
+    }
+    assert.deepEqual(Object.keys((services['predictor']?.depends_on ?? {}) as object), ['auth-server']);
+    assert.ok(Object.keys((services['caller']?.depends_on ?? {}) as object).includes('predictor'));
+  });
+
+  it('declares every named volume, and keeps each data directory on one', () => {
+    const declared = new Set(Object.keys(compose.volumes ?? {}));
+    for (const [name, service] of Object.entries(services)) {
+      const mounts = (service.volumes ?? []).map((volume) => {
+        if (typeof volume === 'object') return { source: volume.source ?? '', target: volume.target, named: volume.type === 'volume' };
+        const [source = '', target = ''] = volume.split(':');
+        return { source, target, named: !/^[./~]/.test(source) };
+      });
+      for (const mount of mounts.filter((entry) => entry.named)) {
+        assert.ok(declared.has(mount.source), `${name} mounts volume ${mount.source}, which is not declared under volumes:`);
+      }
+      const { dataVariable } = SERVICE_CODE[name] ?? {};
+      if (dataVariable) {
+        const directory = environmentOf(service)[dataVariable];
+        assert.ok(directory, `${name} must set ${dataVariable}`);
+        assert.ok(
+          mounts.some((mount) => mount.named && mount.target === directory),
+          `${name}: ${dataVariable}=${directory} is not on a named volume (data would be lost with the container)`,
+        );
+      }
+    }
+    assert.deepEqual([...declared].sort(), ['auth-data', 'predictor-data']);
+  });
+
+  it('`docker compose config` accepts the file (where a compose binary works)', (t) => {
+    const candidates: [string, string[]][] = [
+      ['docker', ['compose']],
+      ['docker-compose', []],
+    ];
+    for (const [binary, prefix] of candidates) {
+      const version = spawnSync(binary, [...prefix, 'version'], { encoding: 'utf8', timeout: 5_000 });
+      if (version.status !== 0) continue;
+      const config = spawnSync(binary, [...prefix, '-f', 'docker-compose.yml', 'config', '-q'], { cwd: REPOSITORY_ROOT, encoding: 'utf8', timeout: 10_000 });
+      assert.equal(config.status, 0, `${binary} ${prefix.join(' ')} config -q failed:\n${config.stderr}`);
+      return;
+    }
+    t.skip('no `docker compose` or `docker-compose` binary that supports `config` is installed (docker itself has no compose plugin here)');
+  });
+});
+
+describe('Dockerfiles', () => {
+  const dockerfilePaths = [...new Set(builtServices.map(([, service]) => dockerfilePathOf(service)))];
+
+  it('every built service points to a Dockerfile that exists, with the repository root as context', () => {
+    for (const [name, service] of builtServices) {
+      assert.equal(posix.normalize(buildOf(service).context), '.', `${name}: the build context must be the repository root (workspaces need the root manifests)`);
+      assert.ok(existsSync(root(dockerfilePathOf(service))), `${name}: ${dockerfilePathOf(service)} does not exist`);
+    }
+    assert.deepEqual(dockerfilePaths.sort(), ['auth-server/Dockerfile', 'caller/Dockerfile', 'predictor/Dockerfile']);
+  });
+
+  it('every COPY source exists in the repository and is not excluded by .dockerignore', () => {
+    assert.ok(existsSync(root('.dockerignore')), '.dockerignore missing: the context would include node_modules and .git');
+    for (const path of dockerfilePaths) {
+      for (const instruction of dockerfile(path).filter((entry) => entry.keyword === 'COPY' || entry.keyword === 'ADD')) {
+        const { flags, sources } = copyArguments(instruction.args);
+        if (flags.some((flag) => flag.startsWith('--from='))) continue;
+        assert.ok(sources.length > 0, `${path}: ${instruction.keyword} ${instruction.args} has no source`);
+        for (const source of sources) {
+          assert.ok(existsInRepository(source), `${path}: COPY source ${source} does not exist in the repository`);
+          assert.ok(!dockerIgnored(source), `${path}: COPY source ${source} is excluded by .dockerignore`);
+        }
+      }
+    }
+  });
+
+  it('keeps local state and dev credentials out of the build context', () => {
+    for (const path of ['node_modules', 'dist', '.data', '.git', 'dev.env', 'predictor/node_modules', 'server.log']) {
+      assert.ok(dockerIgnored(path), `.dockerignore should exclude ${path}`);
+    }
+    for (const path of ['package.json', 'package-lock.json', 'predictor/plans.json', 'predictor/src/model/iris-softmax.weights.json']) {
+      assert.ok(!dockerIgnored(path), `.dockerignore must not exclude ${path}`);
+    }
+  });
+
+  it('are multi-stage on Node 22, run as a non-root user, and not with NODE_ENV=production', () => {
+    for (const path of dockerfilePaths) {
+      const instructions = dockerfile(path);
+      const froms = instructions.filter((instruction) => instruction.keyword === 'FROM');
+      assert.ok(froms.length >= 2, `${path}: expected a build stage and a runtime stage`);
+      for (const from of froms) assert.match(from.args, /^node:22-bookworm-slim\b/, `${path}: FROM ${from.args}`);
+      const final = finalStage(instructions);
+      const user = final.filter((instruction) => instruction.keyword === 'USER').at(-1);
+      assert.ok(user, `${path}: the runtime stage sets no USER (it would run as root)`);
+      assert.ok(!/^(root|0)(:|$)/.test(user.args), `${path}: USER ${user.args} is root`);
+      const nodeEnv = final.filter((instruction) => instruction.keyword === 'ENV').flatMap((instruction) => envEntries(instruction.args)).find(([key]) => key === 'NODE_ENV');
+      assert.ok(nodeEnv, `${path}: set NODE_ENV explicitly`);
+      assert.notEqual(nodeEnv[1], 'production', `${path}: the dev compose runs dev credentials, which the servers refuse with NODE_ENV=production`);
+      assert.ok(
+        final.some((instruction) => instruction.keyword === 'COPY' && /--from=/.test(instruction.args) && /\bdist\b/.test(instruction.args)),
+        `${path}: the runtime stage must copy dist/ from the build stage`,
+      );
+      const build = instructions.filter((instruction) => instruction.stage < final[0]!.stage && instruction.keyword === 'RUN').map((instruction) => instruction.args);
+      assert.ok(build.some((run) => /npm ci\b/.test(run)), `${path}: the build stage must npm ci`);
+      assert.ok(build.some((run) => /npm run build\b/.test(run)), `${path}: the build stage must npm run build`);
+      assert.ok(build.some((run) => /npm (prune|ci)\b.*--omit=dev/.test(run)), `${path}: production dependencies only (npm prune --omit=dev)`);
+    }
+  });
+
+  it('CMD runs a bundle that the build script makes', () => {
+    for (const path of dockerfilePaths) {
+      const cmd = finalStage(dockerfile(path)).filter((instruction) => instruction.keyword === 'CMD').at(-1);
+      assert.ok(cmd, `${path}: no CMD`);
+      const command = jsonForm(cmd.args);
+      assert.ok(command, `${path}: CMD must be in JSON form (signals reach node, not a shell)`);
+      const bundle = bundleRunBy(command);
+      assert.ok(bundle && entryNames.has(bundle), `${path}: CMD ${cmd.args} runs no bundle of scripts/build-entries.mjs (${[...entryNames].join(', ')})`);
+    }
+    for (const [name, service] of builtServices) {
+      if (service.command === undefined) continue;
+      const command = Array.isArray(service.command) ? service.command : service.command.split(/\s+/);
+      const bundle = bundleRunBy(command);
+      assert.ok(bundle && entryNames.has(bundle), `${name}: command ${command.join(' ')} runs no bundle of the build`);
+    }
+  });
+
+  it('sets in the image only variables the service reads, and PLANS_FILE where plans.json is copied', () => {
+    for (const [name, service] of builtServices) {
+      const path = dockerfilePathOf(service);
+      const read = variablesReadBy(codeOf(name).sources);
+      const set = finalStage(dockerfile(path))
+        .filter((instruction) => instruction.keyword === 'ENV')
+        .flatMap((instruction) => envEntries(instruction.args));
+      for (const [variable] of set) assert.ok(ALWAYS_ALLOWED.has(variable) || read.has(variable), `${path}: ENV ${variable} is read by no code of ${name}`);
+    }
+    const instructions = dockerfile(dockerfilePathOf(services['predictor']!));
+    const copy = finalStage(instructions).find((instruction) => instruction.keyword === 'COPY' && copyArguments(instruction.args).sources.includes('predictor/plans.json'));
+    assert.ok(copy, 'predictor/Dockerfile must copy predictor/plans.json (the bundle cannot find it next to its sources)');
+    const copiedTo = imagePath(instructions, copy, copyArguments(copy.args).destination);
+    assert.equal(environmentOf(services['predictor']!)['PLANS_FILE'], copiedTo, 'PLANS_FILE in docker-compose.yml');
+  });
+});
+
+describe('the bundles (npm run build)', () => {
+  /** Laid out like the images' /app: dist/ beside node_modules/, and nothing else of the repository. */
+  let imageRoot = '';
+  let outdir = '';
+  let build: { code: number | null; output: string };
+
+  /** Runs node in imageRoot (the images' WORKDIR); `killAfterMs` stops a process that is still running fine. */
+  const run = (args: string[], env: Record<string, string> = {}, killAfterMs = 10_000) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string; killed: boolean }>((resolve, reject) => {
+      const child = spawn(process.execPath, args, { cwd: imageRoot, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      let killed = false;
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+      const timer = setTimeout(() => {
+        killed = true;
+        child.kill('SIGKILL');
+      }, killAfterMs);
+      child.once('error', reject);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr, killed });
+      });
+    });
+
+  before(async () => {
+    // Outside the repository, with its node_modules linked in: bare imports resolve as
+    // /app/dist resolves them from /app/node_modules, and no source file or dev.env is near.
+    imageRoot = await mkdtemp(join(tmpdir(), 'm2m-image-'));
+    outdir = join(imageRoot, 'dist');
+    await symlink(root('node_modules'), join(imageRoot, 'node_modules'), 'dir');
+    const result = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ['scripts/build.mjs', '--outdir', outdir], { cwd: REPOSITORY_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk));
+      child.once('error', reject);
+      child.once('close', (code) => resolve({ code, output }));
+    });
+    build = result;
+  });
+
+  after(async () => {
+    if (imageRoot) await rm(imageRoot, { recursive: true, force: true });
+  });
+
+  it('builds every entry point whose source exists', () => {
+    assert.equal(build.code, 0, `node scripts/build.mjs failed:\n${build.output}`);
+    for (const entry of ENTRIES) {
+      if (!existsSync(root(entry.source))) continue;
+      assert.ok(existsSync(join(outdir, `${entry.name}.js`)), `${entry.name}.js missing after the build`);
+      assert.ok(existsSync(join(outdir, `${entry.name}.js.map`)), `${entry.name}.js.map missing (sourcemaps)`);
+    }
+    assert.deepEqual(JSON.parse(readFileSync(join(outdir, 'package.json'), 'utf8')), { type: 'module' });
+  });
+
+  it('bundles the workspaces and leaves third-party packages external', () => {
+    const bundles = readdirSync(outdir, { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.js'));
+    const text = bundles.map((file) => readFileSync(join(outdir, file), 'utf8')).join('\n');
+    assert.doesNotMatch(text, /from ["'](?:@m2m\/[\w-]+|caller)["']/, 'a workspace package was left external (it exports TypeScript, which node cannot run)');
+    assert.match(text, /from ["']hono["']/, 'hono should stay external');
+    assert.match(text, /from ["']jose["']/, 'jose should stay external');
+  });
+
+  it('the bundled predictor loads its dependencies and refuses a bad port with one line', async () => {
+    const { code, stderr } = await run(['dist/predictor.js'], { PREDICTOR_PORT: '99999' });
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /^predictor: PREDICTOR_PORT [^\n]*\n$/);
+  });
+
+  it('the bundled auth-server loads and refuses a bad port with one line', async (t) => {
+    if (!existsSync(join(outdir, 'auth-server.js'))) return t.skip('auth-server.js was not built');
+    const { code, stderr } = await run(['dist/auth-server.js'], { AUTH_PORT: '99999' });
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /^auth-server: AUTH_PORT [^\n]*\n$/);
+  });
+
+  it('the bundled apikey CLI opens its SQLite store (native addon) and prints its usage', async () => {
+    const data = await mkdtemp(join(imageRoot, 'data-'));
+    const { code, stderr } = await run(['dist/apikey.js'], { PREDICTOR_DATA_DIR: data });
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /^usage: /);
+    assert.ok(existsSync(join(data, 'api-keys.db')));
+  });
+
+  it('the bundled keys-generate loads and prints its usage without a path', async (t) => {
+    if (!existsSync(join(outdir, 'keys-generate.js'))) return t.skip('keys-generate.js was not built');
+    const { code, stderr } = await run(['dist/keys-generate.js']);
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /^usage: /);
+  });
+
+  it('the bundled caller prints its usage with --help', async () => {
+    const { code, stdout, stderr } = await run(['dist/caller.js', '--help']);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout + stderr, /usage: caller/);
+  });
+
+  it('the bundled demo starts without the repository around it (no sources, no dev.env file)', async () => {
+    // As the compose caller runs it: external mode, credentials from the environment
+    // (env_file), services that do not answer here. Whatever the demo then reports, it
+    // must not die loading a file or module that only exists in a checkout.
+    const { stdout, stderr } = await run(
+      ['dist/demo.js'],
+      { ...devEnv, NODE_ENV: 'development', DEMO_TARGET: 'external', ISSUER: 'http://127.0.0.1:9', PREDICTOR_URL: 'http://127.0.0.1:9', PREDICTOR_AUDIENCE: 'http://predictor:8080', ADMIN_URL: 'http://127.0.0.1:9', ALLOW_INSECURE_HTTP: 'true' },
+      3_000,
+    );
+    assert.doesNotMatch(stdout + stderr, /ENOENT|ERR_MODULE_NOT_FOUND|Cannot find (?:module|package)/, `the demo bundle failed to load:\n${stderr.slice(0, 600)}`);
+  });
+});
