@@ -112,6 +112,7 @@ export const SCENARIOS: Scenario[] = [
       });
       const outcomes = await traffic;
       const old = await requestToken(run.auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!);
+      await run.eventually(() => run.auth.process.records.some((record) => record['event'] === 'token.refused'));
       const tokenFailures = run.auth.process.records.filter((record) => record['event'] === 'token.refused').length;
       await run.expectExactlyOnce(outcomes);
       run.expect('token requests by the caller after the old secret was retired', tokens.tokenRequests - requestsAtRetire, '≥ 1, all granted', tokens.tokenRequests - requestsAtRetire >= 1);
@@ -161,17 +162,17 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'lost-response',
-    summary: 'A proxy drops every 4th response after the predictor answered and resets every 7th connection: the caller retries with the same key, the predictor replays, every prediction executed exactly once.',
+    summary: 'A proxy drops every 5th response after the predictor answered and resets every 11th connection: the caller retries with the same key, the predictor replays, every prediction executed exactly once.',
     async run(run) {
       const proxy = await startFaultProxy({
         target: run.predictor.url,
-        dropResponseEvery: 4,
-        resetEvery: 7,
+        dropResponseEvery: 5,
+        resetEvery: 11,
         onFault: (kind) => run.trace.note('Proxy', kind === 'reset' ? 'connection reset before forwarding' : 'response dropped after the predictor answered'),
       });
       try {
         // The point here is idempotency, not the retry budget: give the caller room to retry every loss.
-        const { client } = run.caller({ baseUrl: proxy.url, retryBudget: new RetryBudget({ maxTokens: 1_000 }) });
+        const { client } = run.caller({ baseUrl: proxy.url, retryBudget: new RetryBudget({ maxTokens: 1_000 }), maxAttempts: 10 });
         const outcomes = await run.traffic(client, { durationMs: 4_000, concurrency: 3, pauseMs: 20 });
         const replayed = count(run.predictRecords(), (record) => record['idempotency'] === 'replayed');
         await run.expectExactlyOnce(outcomes);

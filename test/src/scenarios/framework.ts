@@ -156,6 +156,12 @@ export class ScenarioRun {
     return statuses;
   }
 
+  /** Waits (polling, bounded) until `condition` holds: the servers log after they answer. */
+  async eventually(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (!condition() && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+
   expect(what: string, observed: string | number, expected: string, ok: boolean): void {
     this.evidence.push({ what, observed, expected, ok });
   }
@@ -177,7 +183,8 @@ export class ScenarioRun {
     const executions = this.executionsPerKey();
     const twice = [...executions.values()].filter((count) => count > 1).length;
     const lost = succeeded.filter((outcome) => executions.get(outcome.key) !== 1).length;
-    this.expect('logical predictions succeeded', `${succeeded.length}/${outcomes.length}`, 'all', succeeded.length === outcomes.length && outcomes.length > 0);
+    const firstFailure = outcomes.find((outcome) => !outcome.ok)?.error?.message;
+    this.expect('logical predictions succeeded', `${succeeded.length}/${outcomes.length}${firstFailure ? ` (first failure: ${firstFailure})` : ''}`, 'all', succeeded.length === outcomes.length && outcomes.length > 0);
     this.expect('keys executed more than once (predictor log)', twice, '0', twice === 0);
     this.expect('successful predictions without exactly one execution', lost, '0', lost === 0);
   }
