@@ -12,15 +12,15 @@ describe('loadCallerConfig', () => {
     const file = join(dir, 'secret');
     await writeFile(file, 'first-secret\n');
     const config = loadCallerConfig({ CLIENT_ID: 'c', CLIENT_SECRET_FILE: file });
-    assert.equal(config.clientSecret(), 'first-secret');
+    assert.equal(config.clientSecret?.(), 'first-secret');
     await writeFile(file, 'second-secret-longer\n');
-    assert.equal(config.clientSecret(), 'second-secret-longer');
+    assert.equal(config.clientSecret?.(), 'second-secret-longer');
     await rm(dir, { recursive: true });
   });
 
   it('names the variable when the configuration is unusable, without echoing a secret', () => {
     assert.throws(() => loadCallerConfig({}), /^ConfigError: CLIENT_ID is required$/);
-    assert.throws(() => loadCallerConfig({ CLIENT_ID: 'c' }), /CLIENT_SECRET or CLIENT_SECRET_FILE is required/);
+    assert.throws(() => loadCallerConfig({ CLIENT_ID: 'c' }), /CLIENT_SECRET, CLIENT_SECRET_FILE or CLIENT_PRIVATE_KEY_FILE is required/);
     assert.throws(() => loadCallerConfig({ CLIENT_ID: 'c', CLIENT_SECRET: 'hunter2-secret', CLIENT_SECRET_FILE: '/x' }), (error: unknown) => {
       assert.ok(error instanceof ConfigError);
       assert.doesNotMatch(error.message, /hunter2/);

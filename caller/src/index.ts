@@ -1,4 +1,4 @@
-export { TokenSource, assertIssuerTransport, type AccessToken, type TokenSourceOptions, type ClientAuthMethod, type TokenEvent, type TokenRequest } from './tokens/token-source.js';
+export { TokenSource, assertIssuerTransport, type AccessToken, type TokenSourceOptions, type ClientAuthMethod, type TokenEvent, type TokenRequest, type ClientAssertionKey } from './tokens/token-source.js';
 export { TokenRequestError } from './tokens/token-errors.js';
 export { PredictorClient, type PredictResponse, type IrisRow, type PredictOptions, type PredictorClientOptions, type AttemptEvent } from './client/predictor-client.js';
 export {

@@ -97,6 +97,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       issuer: config.issuer,
       clientId: config.clientId,
       clientSecret: config.clientSecret,
+      clientKey: config.clientKey,
       scope: config.scope,
       resource: config.resource,
       allowInsecureHttp: config.allowInsecureHttp,

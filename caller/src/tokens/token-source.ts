@@ -4,14 +4,19 @@ import { systemClock, type Clock } from '../retry/clock.js';
 import { parseRetryAfter } from '../retry/retry-after.js';
 import { toTokenRequestError, TokenRequestError } from './token-errors.js';
 
-export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+
+/** A private key for private_key_jwt client assertions, with the kid the auth-server knows it by. */
+export type ClientAssertionKey = oidc.PrivateKey & { kid: string };
 
 export interface TokenSourceOptions {
   issuer: string;
   clientId: string;
   /** Returns the current client secret; called for every token request so a rotated secret is picked up. */
-  clientSecret: () => string;
-  /** Default `client_secret_basic`. */
+  clientSecret?: () => string;
+  /** Returns the current assertion key (private_key_jwt); called for every token request so a rotated key is picked up. */
+  clientKey?: () => ClientAssertionKey | Promise<ClientAssertionKey>;
+  /** Default `private_key_jwt` when `clientKey` is given, else `client_secret_basic`. */
   authMethod?: ClientAuthMethod;
   /** Space-separated scopes to ask for when a request names none. Default: none (the server's default). */
   scope?: string | undefined;
@@ -204,9 +209,16 @@ export class TokenSource {
   }
 
   async #runDiscovery(): Promise<oidc.Configuration> {
-    const { issuer, clientId, clientSecret, authMethod = 'client_secret_basic' } = this.#options;
-    // Built per request from the current secret, so a rotated secret file takes effect without a restart.
+    const { issuer, clientId, clientSecret, clientKey } = this.#options;
+    const authMethod = this.#options.authMethod ?? (clientKey ? 'private_key_jwt' : 'client_secret_basic');
+    // Built per request from the current secret or key, so a rotated one takes effect without a restart.
     const clientAuth: oidc.ClientAuth = (as, client, body, headers) => {
+      if (authMethod === 'private_key_jwt') {
+        if (!clientKey) throw new TokenRequestError('private_key_jwt needs a client key', 'invalid_configuration', undefined, false);
+        // openid-client's assertion signer is asynchronous; its ClientAuth type does not say so.
+        return (async () => oidc.PrivateKeyJwt(await clientKey())(as, client, body, headers))() as unknown as void;
+      }
+      if (!clientSecret) throw new TokenRequestError(`${authMethod} needs a client secret`, 'invalid_configuration', undefined, false);
       const withSecret = authMethod === 'client_secret_post' ? oidc.ClientSecretPost(clientSecret()) : oidc.ClientSecretBasic(clientSecret());
       withSecret(as, client, body, headers);
     };
