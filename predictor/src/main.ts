@@ -53,6 +53,7 @@ const app = buildApp({
     algorithms: config.algorithms,
     clockToleranceSeconds: config.clockToleranceSeconds,
     getKey: keys.getKey,
+    isKeyPublished: (kid) => keys.has(kid),
   }),
   verifyApiKey: apiKeyStore && createApiKeyVerifier(apiKeyStore),
   notReadyReason: async () => {

@@ -80,6 +80,11 @@ export class KeySet {
     return this.#usableKeys() !== undefined;
   }
 
+  /** Whether usable keys include `kid` (a token verified earlier is trusted only while its key is published). */
+  has(kid: string | undefined): boolean {
+    return kid !== undefined && this.#usableKeys()?.byKid.has(kid) === true;
+  }
+
   /** The key ids currently held. */
   get kids(): string[] {
     return [...(this.#keys?.byKid.keys() ?? [])];

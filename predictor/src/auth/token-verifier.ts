@@ -12,6 +12,14 @@ export interface TokenVerifierOptions {
   getKey: JWTVerifyGetKey;
   /** Current time; injectable for tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Verified tokens kept (LRU) so a token seen again skips the signature check. Each
+   * entry is trusted only until the token's `exp` and while its key is still published.
+   * Default 10 000; 0 disables the cache.
+   */
+  cacheSize?: number;
+  /** Whether a key id is still in the JWKS; a cached token of a removed key is verified again (and refused). */
+  isKeyPublished?: (kid: string | undefined) => boolean;
 }
 
 export type TokenVerifier = (token: string) => Promise<Principal>;
@@ -22,7 +30,19 @@ const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
 /** Verifies an RFC 9068 access token (section 4) and turns it into a Principal. */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const now = options.now ?? Date.now;
+  const cacheSize = options.cacheSize ?? 10_000;
+  const isKeyPublished = options.isKeyPublished ?? (() => true);
+  // A Map iterates in insertion order: re-inserting on a hit makes it an LRU.
+  const verified = new Map<string, Principal>();
   return async function verifyAccessToken(token) {
+    const cached = verified.get(token);
+    if (cached) {
+      verified.delete(token);
+      if (cached.expiresAt !== undefined && now() < cached.expiresAt * 1000 && isKeyPublished(cached.keyId)) {
+        verified.set(token, cached);
+        return cached;
+      }
+    }
     let payload: JWTPayload;
     let keyId: string | undefined;
     try {
@@ -38,7 +58,12 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     } catch (error) {
       throw toProblem(error);
     }
-    return principalFrom(payload, keyId);
+    const principal = principalFrom(payload, keyId);
+    if (cacheSize > 0) {
+      if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);
+      verified.set(token, principal);
+    }
+    return principal;
   };
 }
 
