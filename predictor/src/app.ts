@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import type { Logger } from '@m2m/common';
 import type { ApiKeyVerifier } from './auth/api-keys.js';
@@ -10,7 +9,7 @@ import type { TokenVerifier } from './auth/token-verifier.js';
 import type { AppEnv } from './http/app-env.js';
 import type { Metrics } from './http/metrics.js';
 import { observeRequests } from './http/observe.js';
-import { HttpProblem, InternalError, NotFound, NotReady, PayloadTooLarge, renderProblem } from './http/problems.js';
+import { HttpProblem, InternalError, NotFound, NotReady, renderProblem } from './http/problems.js';
 import type { IdempotencyStore } from './idempotency/store.js';
 import { rateLimit, rateLimitHeadersFor } from './limits/middleware.js';
 import type { PlanTable } from './limits/plans.js';
@@ -78,8 +77,8 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
     '/v1/predict',
     ...authenticated,
     requireScope(ROUTE_SCOPES.predict),
-    bodyLimit({ maxSize: deps.bodyLimitBytes, onError: (c) => renderProblem(c, new PayloadTooLarge(deps.bodyLimitBytes)) }),
     predictHandler({
+      bodyLimitBytes: deps.bodyLimitBytes,
       ...limits,
       model: deps.model,
       idempotencyStore: deps.idempotencyStore,

@@ -77,6 +77,26 @@ describe('auth-server and predictor as real processes', () => {
     assert.equal(status, 400);
   });
 
+  it('answers 413 over real HTTP for a chunked body past 64 KiB and for a declared Content-Length past it', async () => {
+    const send = (chunked: boolean) =>
+      new Promise<number>((resolve, reject) => {
+        const body = Buffer.alloc(70 * 1024, ' ');
+        const request = httpRequest(`${predictor.url}/v1/predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${callerToken}`, ...(chunked ? {} : { 'content-length': String(body.length) }) },
+        }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        request.on('error', reject);
+        if (chunked) for (let offset = 0; offset < body.length; offset += 8 * 1024) request.write(body.subarray(offset, offset + 8 * 1024));
+        else request.write(body);
+        request.end();
+      });
+    assert.equal(await send(true), 413);
+    assert.equal(await send(false), 413);
+  });
+
   it('answers 403 insufficient_scope to demo-readonly on /v1/predict', async () => {
     const { body } = await requestToken(auth.issuer, 'demo-readonly', DEV_ENV['DEMO_READONLY_SECRET']!, { scope: 'models:read' });
     const response = await predict(`Bearer ${body['access_token'] as string}`);

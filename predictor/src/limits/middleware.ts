@@ -19,6 +19,9 @@ export async function chargeRateLimit(c: Context<AppEnv>, deps: RateLimitDeps): 
   const plan = deps.plans.resolve(principal.plan);
   const decision = await deps.limiter.consume(principal.clientId, plan);
   c.set('rateLimit', decision);
+  // Set before the response exists: mutating a finished response's headers makes
+  // @hono/node-server give up its fast path and stream the body.
+  for (const [name, value] of Object.entries(rateLimitHeaders(decision))) c.header(name, value);
   if (!decision.allowed) {
     const violation = describeViolation(decision);
     deps.metrics.rateLimited.inc({ policy: violation.policy, plan: plan.name });
@@ -42,9 +45,8 @@ export function rateLimitHeadersFor(deps: RateLimitDeps) {
   return createMiddleware<AppEnv>(async function addRateLimitHeaders(c, next) {
     await next();
     const principal = c.var.principal;
-    if (!principal) return;
-    const charged = c.var.rateLimit;
-    const decision = charged ?? (await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan)));
+    if (!principal || c.var.rateLimit) return; // a charged request has its headers already
+    const decision = await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan));
     for (const [name, value] of Object.entries(rateLimitHeaders(decision))) {
       // Only a 429 tells the client to wait; a peek may say the *next* request would be refused.
       if (name === 'Retry-After' && c.res.status !== 429) continue;

@@ -13,6 +13,8 @@ import { parsePredictRequest, type PredictRequest } from './request-schema.js';
 export interface PredictHandlerDeps extends RateLimitDeps {
   model: IrisModel;
   idempotencyStore: IdempotencyStore;
+  /** Largest accepted request body (in bytes). */
+  bodyLimitBytes: number;
   /** Refuse a POST without Idempotency-Key (400). */
   requireIdempotencyKey: boolean;
   metrics: Metrics;
@@ -40,7 +42,7 @@ export function predictHandler(deps: PredictHandlerDeps) {
     const key = header === undefined ? undefined : parseIdempotencyKeyHeader(header);
     if (header !== undefined && key === undefined) throw new InvalidIdempotencyKey();
     if (key === undefined && deps.requireIdempotencyKey) throw new IdempotencyKeyRequired();
-    const request = parsePredictRequest(await readJsonBody(c));
+    const request = parsePredictRequest(await readJsonBody(c, deps.bodyLimitBytes));
     if (key === undefined) return run(c, request);
     return executeOnce(
       { store: deps.idempotencyStore, metrics: deps.metrics, onOutcome: (outcome) => c.set('idempotency', outcome) },

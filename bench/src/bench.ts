@@ -1,0 +1,214 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { PredictorClient } from 'caller';
+import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
+import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
+
+// npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores) /
+// C (Express + express-oauth2-jwt-bearer + express-rate-limit), interleaved over rounds
+// because a 2-core machine is noisy; load from this process with autocannon.
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' },
+    duration: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '50' },
+    out: { type: 'string' },
+  },
+});
+const rounds = Number(values.rounds);
+const durationSeconds = Number(values.duration);
+const connections = Number(values.connections);
+/** Share of B's requests that carry an Idempotency-Key (claim + store + complete). */
+const IDEMPOTENT_SHARE = 0.1;
+const BODY = JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] });
+
+interface Sample {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+  errors: number;
+}
+
+type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'C express stack';
+
+const children: ChildProcess[] = [];
+process.once('exit', () => children.forEach((child) => child.kill('SIGKILL')));
+
+/** Starts a server process with its output discarded (logging still happens), and waits until `readyPath` answers. */
+async function startServer(entry: string, env: Record<string, string>, port: number, readyPath: string, readyStatus = 200): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: REPOSITORY_ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const status = await fetch(`http://127.0.0.1:${port}${readyPath}`, { method: readyPath === '/v1/predict' ? 'POST' : 'GET' }).then((response) => response.status, () => 0);
+    if (status === readyStatus) return child;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${entry} did not become ready on port ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function load(url: string, headers: Record<string, string>, idempotentShare = 0): Promise<Sample> {
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url,
+        method: 'POST',
+        connections,
+        duration: durationSeconds,
+        headers: { 'content-type': 'application/json', ...headers },
+        body: BODY,
+        requests: [
+          {
+            setupRequest: (request) => (Math.random() < idempotentShare ? { ...request, headers: { ...request.headers, 'idempotency-key': randomUUID() } } : request),
+          },
+        ],
+      },
+      (error, result) => {
+        if (error) return reject(error);
+        resolve({ rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
+      },
+    );
+    void instance;
+  });
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+async function callerOverheadMicros(): Promise<number> {
+  const response = JSON.stringify({ id: 'x', model: 'm', created: 0, predictions: [] });
+  const stub = createServer((request, reply) => {
+    request.resume();
+    request.on('end', () => reply.writeHead(200, { 'content-type': 'application/json' }).end(response));
+  });
+  await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+  const token = { value: 'token', cacheKey: 'k', scope: 'predict', requestedAt: 0, expiresAt: Number.POSITIVE_INFINITY, refreshAt: Number.POSITIVE_INFINITY };
+  const client = new PredictorClient({ baseUrl: url, tokens: { getToken: async () => token, invalidate: () => {} } });
+  const calls = 2_000;
+  const timeRaw = async () => {
+    const started = performance.now();
+    for (let i = 0; i < calls; i += 1) {
+      const reply = await fetch(`${url}/v1/predict`, { method: 'POST', headers: { authorization: 'Bearer token', 'content-type': 'application/json', 'idempotency-key': randomUUID() }, body: BODY });
+      await reply.json();
+    }
+    return performance.now() - started;
+  };
+  const timeClient = async () => {
+    const started = performance.now();
+    for (let i = 0; i < calls; i += 1) await client.predict([[5.1, 3.5, 1.4, 0.2]]);
+    return performance.now() - started;
+  };
+  await timeRaw(); // warm-up
+  await timeClient();
+  const samples: number[] = [];
+  for (let i = 0; i < 3; i += 1) samples.push(((await timeClient()) - (await timeRaw())) / calls);
+  await new Promise<void>((resolve) => stub.close(() => resolve()));
+  return Math.max(0, median(samples) * 1000);
+}
+
+async function residentMemoryMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kib = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  return Math.round((kib / 1024) * 10) / 10;
+}
+
+const data = await temporaryDirectory('bench');
+try {
+  const auth = await startAuthServer({ dataDir: `${data.path}/auth`, env: { ACCESS_TOKEN_TTL: '86400' } });
+  const token = (await requestToken(auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!)).body['access_token'] as string;
+  const plans = `${data.path}/plans.json`;
+  // A plan large enough never to refuse: the bench measures the checks, not the refusals.
+  await writeFile(plans, JSON.stringify({ plans: { standard: { burst: 1e12, refillPerSecond: 1e12, dailyQuota: 1e14 } }, defaultPlan: 'standard' }));
+  const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
+  const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), c: await freePort() };
+  await startServer('bench/src/peers/bare-hono.ts', { BENCH_PORT: String(ports.a) }, ports.a, '/v1/predict', 500);
+  const bMemory = await startServer('predictor/src/main.ts', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
+  await startServer('predictor/src/main.ts', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
+  await startServer('bench/src/peers/express-stack.ts', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
+
+  const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number }[] = [
+    { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0 },
+    { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
+    { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
+    { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: 0 },
+  ];
+  const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
+  for (const config of configs) await load(config.url, config.headers, config.idempotentShare); // warm-up (JIT, caches), not counted
+  for (let round = 1; round <= rounds; round += 1) {
+    for (const config of configs) {
+      const sample = await load(config.url, config.headers, config.idempotentShare);
+      samples.get(config.name)!.push(sample);
+      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
+    }
+  }
+  const tokenSample = await load(`${auth.issuer}/token`, { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }).catch(() => undefined);
+  const memoryMiB = await residentMemoryMiB(bMemory.pid!);
+  const overheadMicros = await callerOverheadMicros();
+
+  const summary = configs.map(({ name }) => {
+    const list = samples.get(name)!;
+    const rps = list.map((sample) => sample.rps);
+    return {
+      name,
+      rps: { median: Math.round(median(rps)), min: Math.round(Math.min(...rps)), max: Math.round(Math.max(...rps)) },
+      p50: median(list.map((sample) => sample.p50)),
+      p99: median(list.map((sample) => sample.p99)),
+      allOk: list.every((sample) => sample.non2xx === 0 && sample.errors === 0 && sample.requests > 0),
+    };
+  });
+  const ratio = (numerator: ConfigName, denominator: ConfigName) =>
+    Math.round(median(samples.get(numerator)!.map((sample, index) => sample.rps / samples.get(denominator)![index]!.rps)) * 100) / 100;
+  const result = {
+    date: new Date().toISOString(),
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+    settings: { rounds, durationSeconds, connections, idempotentShare: IDEMPOTENT_SHARE },
+    configurations: summary,
+    ratios: {
+      'B/A (memory)': ratio('B predictor (memory)', 'A bare hono'),
+      'B/A (sqlite)': ratio('B predictor (sqlite)', 'A bare hono'),
+      'B/C (memory)': ratio('B predictor (memory)', 'C express stack'),
+      'p99 B/A (memory)': Math.round((summary[1]!.p99 / Math.max(1, summary[0]!.p99)) * 100) / 100,
+    },
+    tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: tokenSample.non2xx === 0 && tokenSample.errors === 0 },
+    callerOverheadMicrosPerCall: Math.round(overheadMicros),
+    predictorResidentMemoryMiB: memoryMiB,
+  };
+
+  const lines = [
+    `bench ${result.date.slice(0, 10)} — ${result.machine.cores} cores, ${result.machine.cpu}, Node ${result.machine.node}; ${rounds} rounds × ${durationSeconds} s, ${connections} connections`,
+    '',
+    '| configuration | req/s median (min–max) | p50 ms | p99 ms | every answer 200 |',
+    '|---|---|---|---|---|',
+    ...summary.map((row) => `| ${row.name} | ${row.rps.median} (${row.rps.min}–${row.rps.max}) | ${row.p50} | ${row.p99} | ${row.allOk ? 'yes' : 'NO'} |`),
+    '',
+    `ratios (round by round, median): ${Object.entries(result.ratios).map(([name, value]) => `${name} ${value}`).join(', ')}`,
+    `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  const out = values.out ?? join(REPOSITORY_ROOT, '.data', 'bench', 'latest.json');
+  await mkdir(join(out, '..'), { recursive: true });
+  await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`\nwritten to ${out}\n`);
+  if (!summary.every((row) => row.allOk)) {
+    process.stderr.write('bench: a configuration answered something other than 200: its numbers are not a throughput\n');
+    process.exitCode = 1;
+  }
+} finally {
+  children.forEach((child) => child.kill('SIGTERM'));
+  await stopAll();
+  await data.remove();
+}
