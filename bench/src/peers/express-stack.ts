@@ -19,5 +19,9 @@ app.post(
     res.json({ id: crypto.randomUUID(), model: model.id, created: Math.floor(Date.now() / 1000), predictions: model.predict(inputs) });
   },
 );
+// A JSON error instead of Express's default handler, which prints every 401 to stderr.
+app.use((error: { status?: number; code?: string }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+  res.status(error.status ?? 500).json({ error: error.code ?? 'error' });
+});
 const port = Number(process.env['BENCH_PORT']);
 app.listen(port, () => process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`));
