@@ -114,3 +114,19 @@ describe('KeySet', () => {
     await assert.rejects((keys.getKey as (h: object) => Promise<unknown>)({ alg: 'RS256', kid: 'a' }), errors.JWKSNoMatchingKey);
   });
 });
+
+describe('KeySet.has', () => {
+  it('refreshes stale keys too, so a token cache that only asks has() still sees a revoked key go', async () => {
+    const server = await keyServer(['a']);
+    const time = clock();
+    const keys = new KeySet({ issuer: ISSUER, logger, fetch: server.fetch, now: time.now, maxAgeMs: 2_000, cooldownMs: 1_000 });
+    await keys.load();
+    assert.equal(keys.has('a'), true);
+    server.state.keys = [];
+    time.advance(2_000);
+    keys.has('a'); // starts the background refresh
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(keys.has('a'), false);
+  });
+});

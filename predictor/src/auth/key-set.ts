@@ -80,9 +80,15 @@ export class KeySet {
     return this.#usableKeys() !== undefined;
   }
 
-  /** Whether usable keys include `kid` (a token verified earlier is trusted only while its key is published). */
+  /**
+   * Whether usable keys include `kid` (a token verified earlier is trusted only while
+   * its key is published). Like `getKey`, it starts a background refresh of stale keys,
+   * so a revoked key ends its cached tokens within the same bound.
+   */
   has(kid: string | undefined): boolean {
-    return kid !== undefined && this.#usableKeys()?.byKid.has(kid) === true;
+    const keys = this.#usableKeys();
+    if (keys) this.#refreshIfStale(keys);
+    return kid !== undefined && keys?.byKid.has(kid) === true;
   }
 
   /** The key ids currently held. */
@@ -98,7 +104,7 @@ export class KeySet {
       keys = this.#usableKeys();
       if (!keys) throw new KeysUnavailable(Math.max(1, Math.ceil(this.#cooldownRemainingMs() / 1000)));
     }
-    if (this.#now() - keys.fetchedAt >= this.#maxAgeMs) this.#refetch().catch(() => {});
+    this.#refreshIfStale(keys);
     const found = this.#find(keys, header.kid, header.alg);
     if (found) return found.key;
     // An unknown kid may be a freshly rotated key: refetch, at most once per cool-down.
@@ -126,6 +132,10 @@ export class KeySet {
         await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
       }
     }
+  }
+
+  #refreshIfStale(keys: LoadedKeys): void {
+    if (this.#now() - keys.fetchedAt >= this.#maxAgeMs) this.#refetch().catch(() => {});
   }
 
   #usableKeys(): LoadedKeys | undefined {
