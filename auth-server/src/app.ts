@@ -1,17 +1,17 @@
-import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import type { Logger } from '@m2m/common';
 import { buildAdminApp } from './admin/admin-app.js';
 import { ClientRegistry } from './clients/registry.js';
-import { toStoredClient } from './clients/seeds.js';
 import type { AuthServerConfig } from './config.js';
 import { KeyRing } from './keys/key-ring.js';
-import type { SigningKeyFile } from './keys/signing-key-file.js';
 import { AuthOperations } from './operations.js';
 import { createProvider } from './provider.js';
 import { AuthHttpServer } from './server.js';
+import { postgresAdapter, purgeExpiredModels } from './state/oidc-adapter.js';
+import type { LoadedAuthState } from './state/open.js';
+import { PostgresStateStorage } from './state/postgres-state.js';
 
 export interface RunningAuthServer {
   issuer: string;
@@ -26,9 +26,12 @@ export interface RunningAuthServer {
 const CLOCK_TOLERANCE_MS = 60_000;
 
 /** Starts the listener, then builds the provider for the issuer that matches the bound port. */
-export async function startAuthServer(deps: { config: AuthServerConfig; signingKeys: SigningKeyFile; logger: Logger }): Promise<RunningAuthServer> {
-  const { config, logger } = deps;
-  const { registry, seeded } = await ClientRegistry.open(join(config.dataDir, 'client-registrations.json'), () => config.clients.map((client) => toStoredClient(client, new Date())));
+export async function startAuthServer(deps: { config: AuthServerConfig; state: LoadedAuthState; logger: Logger }): Promise<RunningAuthServer> {
+  const { config, logger, state } = deps;
+  const { storage, seeded } = state;
+  const registry = new ClientRegistry(state.clients, (clients) => storage.saveClients(clients));
+  const shared = storage instanceof PostgresStateStorage ? storage : undefined;
+  const adapter = shared && postgresAdapter(shared.pool, shared.schema);
   const http = new AuthHttpServer(logger, (clientId) => {
     const client = registry.list().find((candidate) => candidate.clientId === clientId && !candidate.disabled);
     return client?.scopes.join(' ');
@@ -47,6 +50,7 @@ export async function startAuthServer(deps: { config: AuthServerConfig; signingK
       publishedKeys: ring.published(),
       signingKid: ring.current.kid,
       verifySecret: (clientId, presented) => registry.verifySecret(clientId, presented),
+      adapter,
     });
     provider.on('grant.success', (ctx) => {
       tokensIssued += 1;
@@ -60,12 +64,20 @@ export async function startAuthServer(deps: { config: AuthServerConfig; signingK
     http.use(provider);
   };
   const operations = new AuthOperations(
-    new KeyRing(deps.signingKeys, { propagationMs: config.keyPropagationSeconds * 1000, tokenLifetimeMs: config.accessTokenTtlSeconds * 1000 + CLOCK_TOLERANCE_MS }),
-    { registry, keysFile: config.signingKeysFile, rebuild, logger },
+    new KeyRing(state.keys, { propagationMs: config.keyPropagationSeconds * 1000, tokenLifetimeMs: config.accessTokenTtlSeconds * 1000 + CLOCK_TOLERANCE_MS }),
+    { registry, storage, rebuild, logger },
   );
   await rebuild();
-  const pruning = setInterval(() => operations.pruneKeys().catch((error: unknown) => logger.error({ err: error }, 'key pruning failed')), 10_000);
+  const pruning = setInterval(() => {
+    operations.pruneKeys().catch((error: unknown) => logger.error({ err: error }, 'key pruning failed'));
+    if (shared) purgeExpiredModels(shared.pool, shared.schema).catch((error: unknown) => logger.warn({ event: 'state.purge_failed', reason: (error as Error).message }, 'purging expired provider records failed'));
+  }, 10_000);
   pruning.unref();
+  // Replicas see each other's rotations and client changes within one sync period.
+  const syncing = shared
+    ? setInterval(() => operations.pullChanges().catch((error: unknown) => logger.warn({ event: 'state.sync_failed', reason: (error as Error).message }, 'cannot read the shared state; serving the last known keys and clients')), config.stateSyncMs)
+    : undefined;
+  syncing?.unref();
 
   let admin: Server | undefined;
   let adminPort: number | undefined;
@@ -88,6 +100,7 @@ export async function startAuthServer(deps: { config: AuthServerConfig; signingK
       accessTokenTtl: config.accessTokenTtlSeconds,
       clients: registry.active().map((client) => client.clientId),
       clientsSeeded: seeded,
+      state: storage.kind,
       keys: operations.listKeys().map((key) => `${key.kid} (${key.state})`),
     },
     'listening',
@@ -100,7 +113,9 @@ export async function startAuthServer(deps: { config: AuthServerConfig; signingK
     operations,
     close: async () => {
       clearInterval(pruning);
+      clearInterval(syncing);
       await Promise.all([http.close(), admin && new Promise<void>((resolve) => admin.close(() => resolve()))]);
+      await storage.close();
     },
   };
 }

@@ -24,6 +24,12 @@ export interface AuthServerConfig {
   /** Admin API address: loopback unless set. */
   adminHost: string;
   adminToken: string | undefined;
+  /** PostgreSQL shared by replicas for keys, clients and provider records; undefined: files in dataDir. */
+  databaseUrl: string | undefined;
+  /** The schema of its tables (one database can host several deployments). */
+  databaseSchema: string;
+  /** How often a replica looks for changes another replica made (ms): the bound on seeing a rotation. */
+  stateSyncMs: number;
   logLevel: LogLevel;
 }
 
@@ -45,6 +51,9 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     clients: readClients(read, production),
     keyPropagationSeconds: read.integer('KEY_PROPAGATION_SECONDS', 600, { min: 0, max: 86_400 }),
     ...readAdmin(read, production),
+    databaseUrl: read.serviceUrl('DATABASE_URL', ['postgres:', 'postgresql:']),
+    databaseSchema: read.identifier('DATABASE_SCHEMA', 'public'),
+    stateSyncMs: read.integer('STATE_SYNC_MS', 2_000, { min: 100, max: 60_000 }),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }

@@ -1,19 +1,17 @@
 import { ConfigError, createLogger } from '@m2m/common';
 import { loadAuthServerConfig } from './config.js';
-import { loadOrCreateSigningKeys, SigningKeysError } from './keys/signing-key-file.js';
+import { SigningKeysError } from './keys/signing-key-file.js';
+import { openAuthState, StateUnavailable } from './state/open.js';
 
 // Configuration and keys are checked before oidc-provider is imported, so a refusal is
 // one line (on Node 20 the import itself prints an unsupported-runtime warning).
 let config;
-let signingKeys;
+let state;
 try {
   config = loadAuthServerConfig(process.env);
-  signingKeys = await loadOrCreateSigningKeys(config.signingKeysFile, {
-    allowGenerate: !config.production,
-    production: config.production,
-  });
+  state = await openAuthState(config);
 } catch (error) {
-  if (error instanceof ConfigError || error instanceof SigningKeysError) {
+  if (error instanceof ConfigError || error instanceof SigningKeysError || error instanceof StateUnavailable) {
     process.stderr.write(`auth-server: ${error.message}\n`);
     process.exit(2);
   }
@@ -22,7 +20,7 @@ try {
 
 const logger = createLogger('auth-server', config.logLevel);
 const { startAuthServer } = await import('./app.js');
-const server = await startAuthServer({ config, signingKeys, logger });
+const server = await startAuthServer({ config, state, logger });
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {

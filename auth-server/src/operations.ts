@@ -2,8 +2,9 @@ import type { Logger } from '@m2m/common';
 import type { JWK } from 'jose';
 import { ClientRegistryError, type ClientAuthMethod, type ClientRegistry, type StoredClient } from './clients/registry.js';
 import { KeyRing, RotationTooEarly, UnknownKey } from './keys/key-ring.js';
-import { writeSigningKeyFile, type KeyState } from './keys/signing-key-file.js';
+import type { KeyState } from './keys/signing-key-file.js';
 import { PREDICTOR_SCOPES } from './provider.js';
+import { StateConflict, type AuthStateStorage } from './state/storage.js';
 
 export interface KeyView {
   kid: string;
@@ -41,7 +42,8 @@ const KNOWN_SCOPES = new Set<string>(PREDICTOR_SCOPES);
 /**
  * Everything an operator can change at run time: signing keys and clients. Changes
  * run one at a time, are persisted before they take effect, rebuild the provider
- * (swapped in without a failed request) and are logged without secrets.
+ * (swapped in without a failed request) and are logged without secrets. Replicas
+ * sharing the state adopt each other's changes through `pullChanges`.
  */
 export class AuthOperations {
   #ring: KeyRing;
@@ -49,7 +51,7 @@ export class AuthOperations {
 
   constructor(
     ring: KeyRing,
-    private readonly deps: { registry: ClientRegistry; keysFile: string; rebuild: () => Promise<void>; logger: Logger },
+    private readonly deps: { registry: ClientRegistry; storage: AuthStateStorage; rebuild: () => Promise<void>; logger: Logger },
   ) {
     this.#ring = ring;
   }
@@ -88,6 +90,11 @@ export class AuthOperations {
       await this.#setRing(pruned);
       this.deps.logger.info({ event: 'keys.pruned', removed }, 'expired previous signing keys removed');
     });
+  }
+
+  /** Adopts what another replica changed (keys, clients) and rebuilds the provider if anything did. */
+  pullChanges(): Promise<void> {
+    return this.#serially(() => this.#pull());
   }
 
   listClients(): ClientView[] {
@@ -142,15 +149,41 @@ export class AuthOperations {
     });
   }
 
-  /** One change at a time: each reads the state the previous one left. */
+  /**
+   * One change at a time: each reads the state the previous one left. A change that
+   * lost a race with another replica is retried once on the state that replica wrote.
+   */
   #serially<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(operation, operation);
+    const withRetry = async () => {
+      try {
+        return await operation();
+      } catch (error) {
+        if (!(error instanceof StateConflict)) throw error;
+        await this.#pull();
+        try {
+          return await operation();
+        } catch (again) {
+          if (again instanceof StateConflict) throw new OperationError('the state is being changed by another replica; retry', 409);
+          throw again;
+        }
+      }
+    };
+    const run = this.#queue.then(withRetry, withRetry);
     this.#queue = run.catch(() => {});
     return run;
   }
 
+  async #pull(): Promise<void> {
+    const { keys, clients } = await this.deps.storage.pullChanges();
+    if (!keys && !clients) return;
+    if (keys) this.#ring = this.#ring.adopt(keys);
+    if (clients) this.deps.registry.replace(clients);
+    await this.deps.rebuild();
+    this.deps.logger.info({ event: 'state.pulled', keys: keys ? this.listKeys().map((key) => `${key.kid} (${key.state})`) : undefined, clients: clients?.length }, 'adopted a change made by another replica');
+  }
+
   async #setRing(ring: KeyRing): Promise<void> {
-    await writeSigningKeyFile(this.deps.keysFile, ring.file);
+    await this.deps.storage.saveKeys(ring.file);
     this.#ring = ring;
     await this.deps.rebuild();
   }

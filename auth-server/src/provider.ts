@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import Provider, { errors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type Adapter, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { StoredClient } from './clients/registry.js';
 import { SIGNING_ALG, type SigningKey } from './keys/signing-key-file.js';
 
@@ -20,6 +20,8 @@ export interface ProviderOptions {
   signingKid: string;
   /** Replaces oidc-provider's secret comparison: hashed secrets and the overlap window of a rotation. */
   verifySecret: (clientId: string, presented: string) => boolean;
+  /** Storage shared by replicas; undefined: oidc-provider's in-memory adapter. */
+  adapter?: (new (model: string) => Adapter) | undefined;
 }
 
 function toClientMetadata(client: StoredClient): ClientMetadata {
@@ -55,6 +57,7 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
   } as const;
 
   const configuration: Configuration = {
+    ...(options.adapter ? { adapter: options.adapter } : {}),
     clients: options.clients.map(toClientMetadata),
     jwks: { keys: options.publishedKeys.map((key) => key.privateJwk) as NonNullable<Configuration['jwks']>['keys'] },
     scopes: [...PREDICTOR_SCOPES],

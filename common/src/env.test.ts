@@ -31,4 +31,16 @@ describe('EnvReader', () => {
     assert.equal(read.url('ISSUER', ''), 'http://localhost:9000');
     assert.throws(() => read.url('BAD', ''), /BAD must not have a query/);
   });
+
+  it('reads service URLs without ever showing a password in an error', () => {
+    const read = new EnvReader({ DATABASE_URL: 'postgres://app:s3cret-pw@db:5432/m2m', WRONG: 'http://app:s3cret-pw@db/', MANGLED: 's3cret-pw' });
+    assert.equal(read.serviceUrl('DATABASE_URL', ['postgres:']), 'postgres://app:s3cret-pw@db:5432/m2m');
+    assert.equal(read.serviceUrl('UNSET', ['postgres:']), undefined);
+    for (const name of ['WRONG', 'MANGLED']) {
+      assert.throws(
+        () => read.serviceUrl(name, ['postgres:']),
+        (error: Error) => error.message.startsWith(`${name} must be a`) && !error.message.includes('s3cret-pw'),
+      );
+    }
+  });
 });

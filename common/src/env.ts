@@ -49,6 +49,30 @@ export class EnvReader {
     return raw.replace(/\/+$/, '');
   }
 
+  /**
+   * The URL of a database or cache (e.g. `postgres:`, `redis:`), or undefined when unset. It may
+   * carry a password, so an error shows only the scheme, never the value.
+   */
+  serviceUrl(name: string, protocols: readonly string[]): string | undefined {
+    const raw = this.string(name);
+    if (raw === undefined) return undefined;
+    let protocol: string;
+    try {
+      protocol = new URL(raw).protocol;
+    } catch {
+      throw new ConfigError(`${name} must be a URL (${protocols.map((p) => `${p}//…`).join(' or ')})`);
+    }
+    if (!protocols.includes(protocol)) throw new ConfigError(`${name} must be a ${protocols.join(' or ')} URL, got a ${protocol} one`);
+    return raw;
+  }
+
+  /** A plain SQL identifier (lower case), safe to quote into statements. */
+  identifier(name: string, fallback: string): string {
+    const raw = this.string(name, fallback);
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(raw)) throw new ConfigError(`${name} must be a lower-case SQL identifier (letters, digits, _), got "${raw}"`);
+    return raw;
+  }
+
   oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
     const raw = this.string(name, fallback);
     if (!(allowed as readonly string[]).includes(raw)) {

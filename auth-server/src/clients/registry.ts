@@ -1,7 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import type { JWK } from 'jose';
+import { readClientsFile, writeClientsFile } from '../state/storage.js';
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
 
@@ -21,11 +20,6 @@ export interface StoredClient {
   updatedAt: string;
 }
 
-interface ClientsFile {
-  version: 1;
-  clients: StoredClient[];
-}
-
 export class ClientRegistryError extends Error {
   override name = 'ClientRegistryError';
 
@@ -43,37 +37,35 @@ export const sha256Hex = (value: string) => createHash('sha256').update(value).d
 export const newClientSecret = () => randomBytes(32).toString('base64url');
 
 /**
- * Client registrations, persisted in the data directory. Secrets are kept as hashes:
- * oidc-provider's secret comparison is replaced (see provider.ts) by `verifySecret`,
- * which also honours the overlap window of a rotated secret.
+ * Client registrations. Every change is persisted (a file, or PostgreSQL shared by
+ * replicas) before it is visible. Secrets are kept as hashes: oidc-provider's secret
+ * comparison is replaced (see provider.ts) by `verifySecret`, which also honours the
+ * overlap window of a rotated secret.
  */
 export class ClientRegistry {
   #clients: Map<string, StoredClient>;
 
-  private constructor(
-    private readonly path: string,
+  constructor(
     clients: StoredClient[],
-    private readonly now: () => Date,
+    private readonly persist: (clients: StoredClient[]) => Promise<void>,
+    private readonly now: () => Date = () => new Date(),
   ) {
     this.#clients = new Map(clients.map((client) => [client.clientId, client]));
   }
 
-  /** Opens the registry file, seeding it on first start. */
+  /** A registry in a file of its own, seeded on first start. */
   static async open(path: string, seed: () => StoredClient[], now: () => Date = () => new Date()): Promise<{ registry: ClientRegistry; seeded: boolean }> {
-    let text: string | undefined;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    if (text === undefined) {
-      const registry = new ClientRegistry(path, seed(), now);
-      await registry.#save();
-      return { registry, seeded: true };
-    }
-    const file = JSON.parse(text) as ClientsFile;
-    if (file.version !== 1 || !Array.isArray(file.clients)) throw new ClientRegistryError(`${path} is not a clients file (version 1)`, 400);
-    return { registry: new ClientRegistry(path, file.clients, now), seeded: false };
+    const persist = (clients: StoredClient[]) => writeClientsFile(path, clients);
+    const stored = await readClientsFile(path);
+    if (stored) return { registry: new ClientRegistry(stored, persist, now), seeded: false };
+    const seeded = seed();
+    await persist(seeded);
+    return { registry: new ClientRegistry(seeded, persist, now), seeded: true };
+  }
+
+  /** Adopts registrations another replica wrote. */
+  replace(clients: StoredClient[]): void {
+    this.#clients = new Map(clients.map((client) => [client.clientId, client]));
   }
 
   list(): StoredClient[] {
@@ -117,8 +109,7 @@ export class ClientRegistry {
       disabled: false,
       updatedAt: this.now().toISOString(),
     };
-    this.#clients.set(client.clientId, client);
-    await this.#save();
+    await this.#save(new Map(this.#clients).set(client.clientId, client));
     return secret === undefined ? { client } : { client, secret };
   }
 
@@ -145,18 +136,13 @@ export class ClientRegistry {
 
   async #update(clientId: string, change: Partial<StoredClient>): Promise<StoredClient> {
     const updated = { ...this.get(clientId), ...change, updatedAt: this.now().toISOString() };
-    this.#clients.set(clientId, updated);
-    await this.#save();
+    await this.#save(new Map(this.#clients).set(clientId, updated));
     return updated;
   }
 
-  /** Atomic write (temp file + rename), mode 0600. */
-  async #save(): Promise<void> {
-    await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
-    const temporary = `${this.path}.${process.pid}.tmp`;
-    const file: ClientsFile = { version: 1, clients: this.list() };
-    await writeFile(temporary, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });
-    await chmod(temporary, 0o600);
-    await rename(temporary, this.path);
+  /** Persists first, so a failed or conflicting write changes nothing here. */
+  async #save(clients: Map<string, StoredClient>): Promise<void> {
+    await this.persist([...clients.values()]);
+    this.#clients = clients;
   }
 }

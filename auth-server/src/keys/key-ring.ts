@@ -101,6 +101,11 @@ export class KeyRing {
     return this.#with(keys);
   }
 
+  /** The same lifecycle over keys another replica wrote. */
+  adopt(file: SigningKeyFile): KeyRing {
+    return new KeyRing(file, this.#options);
+  }
+
   #with(keys: SigningKey[]): KeyRing {
     return new KeyRing({ ...this.file, keys }, this.#options);
   }

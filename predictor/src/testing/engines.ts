@@ -1,0 +1,56 @@
+import { Redis } from 'ioredis';
+import pg from 'pg';
+
+/**
+ * The real engines the scale-out tests use. Each test asks for its engine first; when the
+ * engine cannot be reached the test fails at once with what is missing and how to start it,
+ * instead of hanging on a connection that never comes.
+ */
+export const TEST_REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+export const TEST_DATABASE_URL = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+const CONNECT_TIMEOUT_MS = 2_000;
+
+export class EngineUnavailable extends Error {
+  override name = 'EngineUnavailable';
+}
+
+/** Resolves when Redis answers PING; otherwise rejects with EngineUnavailable naming the fix. */
+export async function requireRedis(url = TEST_REDIS_URL): Promise<void> {
+  const redis = new Redis(url, { lazyConnect: true, connectTimeout: CONNECT_TIMEOUT_MS, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  let cause: Error | undefined;
+  redis.on('error', (error: Error) => (cause ??= error));
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (error) {
+    throw new EngineUnavailable(
+      `Redis is not reachable at ${url} (${(cause ?? (error as Error)).message}); these tests need a real Redis: ` +
+        'start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no` (.ci/run does), or set TEST_REDIS_URL',
+    );
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Resolves when PostgreSQL answers a query; otherwise rejects with EngineUnavailable naming the fix. */
+export async function requirePostgres(url = TEST_DATABASE_URL): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (error) {
+    throw new EngineUnavailable(
+      `PostgreSQL is not reachable at ${url.replace(/:[^:@/]*@/, ':***@')} (${(error as Error).message}); these tests need a real PostgreSQL: ` +
+        'start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (.ci/run does), or set TEST_DATABASE_URL',
+    );
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** A schema name no other test uses, so tests running at once never see each other's tables. */
+export function uniqueSchemaName(prefix: string): string {
+  return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+}
