@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../testing/engines.js';
+import { IdempotencyDatabaseUnreachable, PostgresIdempotencyStore, type PostgresIdempotencyStoreOptions } from './postgres.js';
+import { UnsupportedIdempotencySchema } from './sqlite.js';
+import { describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
+
+const schemas: string[] = [];
+const newSchema = (): string => {
+  const schema = uniqueSchemaName('idem');
+  schemas.push(schema);
+  return schema;
+};
+
+/** A connection of the test's own, to look at and tamper with what the stores wrote. */
+let admin: pg.Client;
+
+before(async () => {
+  await requirePostgres();
+  admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await admin.connect();
+});
+
+after(async () => {
+  if (!admin) return;
+  for (const schema of schemas) await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await admin.end();
+});
+
+const open = (options: Partial<PostgresIdempotencyStoreOptions> = {}): Promise<PostgresIdempotencyStore> =>
+  PostgresIdempotencyStore.open({ connectionString: TEST_DATABASE_URL, schema: newSchema(), ...options });
+
+describeIdempotencyStoreContract('PostgresIdempotencyStore', (options) => open(options));
+
+describe('PostgresIdempotencyStore shared by replicas', () => {
+  it('gives a key to exactly one of two stores on the same schema, and lets the other replay it', async () => {
+    const schema = newSchema();
+    const clock = new ManualClock();
+    const first = await open({ schema, now: clock.now });
+    const second = await open({ schema, now: clock.now });
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, index) => (index % 2 === 0 ? first : second).claim('client-a', 'key-1', 'fp-1')),
+      );
+      assert.equal(results.filter((result) => result.outcome === 'claimed').length, 1);
+      assert.equal(results.filter((result) => result.outcome === 'in-flight').length, 99);
+
+      await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.deepEqual(await second.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
+  it('keeps a completed record for a store opened after the first one closed', async () => {
+    const schema = newSchema();
+    const clock = new ManualClock();
+    const original = await open({ schema, now: clock.now });
+    await original.claim('client-a', 'key-1', 'fp-1');
+    await original.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    await original.close();
+
+    const restarted = await open({ schema, now: clock.now });
+    try {
+      assert.deepEqual(await restarted.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await restarted.close();
+    }
+  });
+});
+
+describe('PostgresIdempotencyStore schema', () => {
+  const migrationsOf = async (schema: string): Promise<number[]> =>
+    (await admin.query<{ version: number }>(`SELECT version FROM "${schema}".idempotency_schema_migrations ORDER BY version`)).rows.map(
+      (row) => row.version,
+    );
+
+  it('creates the table, the expires_at index and records version 1', async () => {
+    const schema = newSchema();
+    await (await open({ schema })).close();
+    assert.deepEqual(await migrationsOf(schema), [1]);
+    const { rows } = await admin.query<{ indexname: string; indexdef: string }>(
+      "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'idempotency_keys'",
+      [schema],
+    );
+    const expiresAt = rows.find((row) => row.indexname === 'idempotency_keys_expires_at');
+    assert.ok(expiresAt?.indexdef.includes('(expires_at)'), JSON.stringify(rows));
+  });
+
+  it('migrates once when two stores open a fresh schema at the same time, and again changes nothing', async () => {
+    const schema = newSchema();
+    const clock = new ManualClock();
+    const stores = await Promise.all([open({ schema, now: clock.now }), open({ schema, now: clock.now })]);
+    try {
+      assert.deepEqual(await migrationsOf(schema), [1]);
+      await stores[0]?.claim('client-a', 'key-1', 'fp-1');
+      await stores[0]?.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+
+      const third = await open({ schema, now: clock.now });
+      stores.push(third);
+      assert.deepEqual(await migrationsOf(schema), [1]);
+      assert.deepEqual(await third.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
+  it('refuses a schema written by a newer predictor', async () => {
+    const schema = newSchema();
+    await (await open({ schema })).close();
+    await admin.query(`INSERT INTO "${schema}".idempotency_schema_migrations (version) VALUES (2)`);
+    await assert.rejects(open({ schema }), UnsupportedIdempotencySchema);
+  });
+
+  it('refuses a schema name that is not a plain identifier', async () => {
+    for (const schema of ['Idem', 'idem-1', '1idem', 'idem"; DROP TABLE x; --', '', 'a'.repeat(64)]) {
+      await assert.rejects(PostgresIdempotencyStore.open({ connectionString: TEST_DATABASE_URL, schema }), RangeError, schema);
+    }
+  });
+});
+
+/**
+ * A TCP relay in front of PostgreSQL that the test can cut: 'down' closes every connection
+ * and refuses new ones at once; 'silent' keeps connections open but never answers.
+ */
+class Relay {
+  mode: 'up' | 'down' | 'silent' = 'up';
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(server: Server, target: URL) {
+    this.#server = server;
+    server.on('connection', (socket) => {
+      this.#sockets.add(socket);
+      socket.on('close', () => this.#sockets.delete(socket));
+      socket.on('error', () => {});
+      if (this.mode === 'down') return void socket.destroy();
+      if (this.mode === 'silent') return void socket.resume();
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      this.#sockets.add(upstream);
+      upstream.on('close', () => this.#sockets.delete(upstream));
+      upstream.on('error', () => socket.destroy());
+      socket.on('close', () => upstream.destroy());
+      upstream.on('close', () => socket.destroy());
+      socket.on('data', (chunk) => {
+        if (this.mode === 'up') upstream.write(chunk);
+      });
+      upstream.on('data', (chunk) => {
+        if (this.mode === 'up') socket.write(chunk);
+      });
+    });
+  }
+
+  static async start(databaseUrl: string): Promise<{ relay: Relay; url: string }> {
+    const target = new URL(databaseUrl);
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const relayed = new URL(databaseUrl);
+    relayed.hostname = '127.0.0.1';
+    relayed.port = String((server.address() as AddressInfo).port);
+    return { relay: new Relay(server, target), url: relayed.href };
+  }
+
+  cut(mode: 'down' | 'silent'): void {
+    this.mode = mode;
+    if (mode === 'down') for (const socket of this.#sockets) socket.destroy();
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+describe('PostgresIdempotencyStore without its database', () => {
+  it('fails to open at once, naming the database without its password', { timeout: 10_000 }, async () => {
+    await assert.rejects(
+      PostgresIdempotencyStore.open({ connectionString: 'postgres://postgres:s3cret@127.0.0.1:1/test', schema: newSchema() }),
+      (error: unknown) => {
+        assert.ok(error instanceof IdempotencyDatabaseUnreachable);
+        assert.match(error.message, /127\.0\.0\.1:1/);
+        assert.doesNotMatch(error.message, /s3cret/);
+        return true;
+      },
+    );
+  });
+
+  it('turns unhealthy when the connection drops, survives it, and recovers', { timeout: 10_000 }, async () => {
+    const { relay, url } = await Relay.start(TEST_DATABASE_URL);
+    // One connection, so after the failure below no stale idle connection can be handed out.
+    const store = await open({ connectionString: url, pool: { max: 1 } });
+    try {
+      assert.equal(await store.healthy(), true);
+      relay.cut('down');
+      assert.equal(await store.healthy(), false);
+      await assert.rejects(store.claim('client-a', 'key-1', 'fp-1'));
+      relay.mode = 'up';
+      assert.equal(await store.healthy(), true);
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+    } finally {
+      await store.close();
+      await relay.stop();
+    }
+  });
+
+  it('fails instead of hanging when the database stops answering', { timeout: 10_000 }, async () => {
+    const { relay, url } = await Relay.start(TEST_DATABASE_URL);
+    const store = await open({ connectionString: url, pool: { max: 1 }, statementTimeoutMs: 100 });
+    try {
+      relay.cut('silent');
+      assert.equal(await store.healthy(), false);
+      await assert.rejects(store.claim('client-a', 'key-1', 'fp-1'));
+    } finally {
+      relay.cut('down');
+      await store.close();
+      await relay.stop();
+    }
+  });
+});

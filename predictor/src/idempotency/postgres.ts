@@ -1,0 +1,328 @@
+import pg from 'pg';
+import { UnsupportedIdempotencySchema } from './sqlite.js';
+import {
+  claimExpiresAt,
+  IdempotencyStoreClosed,
+  judgeExistingRecord,
+  resolveBatchSize,
+  resolveStoreOptions,
+  type ClaimResult,
+  type IdempotencyStore,
+  type IdempotencyStoreOptions,
+  type RecordState,
+  type ResolvedStoreOptions,
+  type StoredResponse,
+} from './store.js';
+
+export interface PostgresIdempotencyStoreOptions extends IdempotencyStoreOptions {
+  /** e.g. postgres://user:password@host:5432/database */
+  connectionString: string;
+  /** Schema holding the tables, created if missing. Default `public`. */
+  schema?: string;
+  pool?: {
+    /** Connections kept by this process. Default 10. */
+    max?: number;
+  };
+  /**
+   * Longest wait for a connection or a statement (ms). Default 2 000: a lost or stuck
+   * database then fails requests quickly instead of holding them open.
+   */
+  statementTimeoutMs?: number;
+}
+
+/** The database could not be reached when the store was opened. */
+export class IdempotencyDatabaseUnreachable extends Error {
+  override name = 'IdempotencyDatabaseUnreachable';
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+const DEFAULT_POOL_MAX = 10;
+const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
+/**
+ * The client-side timer must outlast the server's statement_timeout, so a slow statement is
+ * cancelled by the server (the connection survives) and the timer only catches a dead network.
+ */
+const QUERY_TIMEOUT_MARGIN_MS = 500;
+/** Any constant will do, as long as nothing else in the database uses it as an advisory lock. */
+const MIGRATION_LOCK_ID = 7_318_450_261;
+/** Each round of a claim that fails does so because another request changed the record; a handful is plenty. */
+const MAX_CLAIM_ATTEMPTS = 5;
+
+/**
+ * Applied in order on open; each one's number is recorded in idempotency_schema_migrations.
+ * `s` is the quoted schema name.
+ */
+const MIGRATIONS: readonly ((s: string) => string)[] = [
+  (s) => `
+    CREATE TABLE IF NOT EXISTS ${s}.idempotency_keys (
+      client_id    text    NOT NULL,
+      key          text    NOT NULL,
+      fingerprint  text    NOT NULL,
+      locked_until bigint  NOT NULL, -- ms since epoch; meaningful while status IS NULL (in flight)
+      expires_at   bigint  NOT NULL, -- ms since epoch; the record is ignored from then on, and purged
+      status       integer,          -- NULL while in flight
+      headers      jsonb,
+      body         bytea,            -- bytea, not text: a body may contain NUL, which text cannot hold
+      PRIMARY KEY (client_id, key)
+    );
+    -- The primary key serves every claim, completion and release. This index serves only
+    -- purgeExpired(): without it each batch scans the whole table, every few seconds on every
+    -- replica. It costs one more b-tree write per claim and completion.
+    CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON ${s}.idempotency_keys (expires_at);`,
+];
+
+interface RecordRow {
+  fingerprint: string;
+  locked_until: string;
+  expires_at: string;
+  status: number | null;
+  headers: unknown;
+  body: Buffer | null;
+}
+
+/**
+ * Idempotency records in PostgreSQL: durable (a commit survives a crash of the predictor or
+ * of the database) and shared by every replica, so a retry landing on another replica still
+ * finds its key. A claim is one `INSERT … ON CONFLICT DO NOTHING`: the row lock on the primary
+ * key decides which of N concurrent requests executes.
+ *
+ * Why not Redis alone: it does not guarantee durability by default. Writes are acknowledged
+ * before they are on disk or on a replica, so a failover, a restart or an eviction can lose a
+ * claim or a completed record, and a lost claim means a retry executes the request twice:
+ * the one thing an idempotency key must prevent.
+ */
+export class PostgresIdempotencyStore implements IdempotencyStore {
+  readonly #pool: pg.Pool;
+  readonly #options: ResolvedStoreOptions;
+  readonly #table: string;
+  #closing: Promise<void> | undefined;
+
+  private constructor(pool: pg.Pool, table: string, options: ResolvedStoreOptions) {
+    this.#pool = pool;
+    this.#table = table;
+    this.#options = options;
+  }
+
+  /** Connects and brings the schema up to date; every replica runs this at start. */
+  static async open(options: PostgresIdempotencyStoreOptions): Promise<PostgresIdempotencyStore> {
+    const resolved = resolveStoreOptions(options);
+    const { connectionString, schema = 'public', statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS } = options;
+    const max = options.pool?.max ?? DEFAULT_POOL_MAX;
+    // The name is spliced into SQL (identifiers cannot be bound), so only plain names pass.
+    if (!SCHEMA_NAME.test(schema)) throw new RangeError(`schema must match ${SCHEMA_NAME.source}, got ${JSON.stringify(schema)}`);
+    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`pool.max must be a positive integer, got ${max}`);
+    if (!Number.isSafeInteger(statementTimeoutMs) || statementTimeoutMs < 1) {
+      throw new RangeError(`statementTimeoutMs must be a positive integer, got ${statementTimeoutMs}`);
+    }
+
+    const pool = new pg.Pool({
+      connectionString,
+      max,
+      connectionTimeoutMillis: statementTimeoutMs,
+      statement_timeout: statementTimeoutMs,
+      query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
+      application_name: 'predictor-idempotency',
+    });
+    // An idle connection that breaks (database restart, network) is dropped by the pool and the
+    // next query opens another; without a listener the 'error' event would crash the process.
+    pool.on('error', () => {});
+
+    try {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        throw new IdempotencyDatabaseUnreachable(
+          `Cannot connect to the idempotency database at ${redactPassword(connectionString)}: ${describeError(error)}`,
+          { cause: error },
+        );
+      }
+      try {
+        await migrate(client, schema);
+        client.release();
+      } catch (error) {
+        // A failed migration leaves the connection in an unknown state: the pool discards it.
+        client.release(true);
+        throw error;
+      }
+      return new PostgresIdempotencyStore(pool, `${quoteIdentifier(schema)}.idempotency_keys`, resolved);
+    } catch (error) {
+      await pool.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
+    this.#assertOpen();
+    const { lockTimeoutMs } = this.#options;
+    const now = this.#options.now();
+    const lockedUntil = now + lockTimeoutMs;
+    const expiresAt = claimExpiresAt(now, this.#options);
+
+    for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt += 1) {
+      const inserted = await this.#pool.query(
+        `INSERT INTO ${this.#table} (client_id, key, fingerprint, locked_until, expires_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (client_id, key) DO NOTHING`,
+        [clientId, key, fingerprint, lockedUntil, expiresAt],
+      );
+      if (inserted.rowCount === 1) return { outcome: 'claimed' };
+
+      const { rows } = await this.#pool.query<RecordRow>(
+        `SELECT fingerprint, locked_until, expires_at, status, headers, body FROM ${this.#table} WHERE client_id = $1 AND key = $2`,
+        [clientId, key],
+      );
+      const row = rows[0];
+      if (!row) continue; // released (or purged) since the INSERT: try again
+      if (Number(row.expires_at) > now) {
+        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, lockTimeoutMs);
+        if (verdict.outcome !== 'abandoned') return verdict;
+      }
+      // Takes over an expired record, or an abandoned claim of the same request. The WHERE
+      // restates that condition and is re-checked on the latest row version after waiting for
+      // a concurrent writer, so this never takes a live claim away from its holder.
+      const takenOver = await this.#pool.query(
+        `UPDATE ${this.#table}
+         SET fingerprint = $3, locked_until = $4, expires_at = $5, status = NULL, headers = NULL, body = NULL
+         WHERE client_id = $1 AND key = $2
+           AND (expires_at <= $6 OR (status IS NULL AND fingerprint = $3 AND locked_until <= $6))`,
+        [clientId, key, fingerprint, lockedUntil, expiresAt, now],
+      );
+      if (takenOver.rowCount === 1) return { outcome: 'claimed' };
+      // Another request changed the record first (took it over, completed or released it): look again.
+    }
+    throw new Error(`The claim of idempotency key ${clientId}/${key} lost ${MAX_CLAIM_ATTEMPTS} races in a row.`);
+  }
+
+  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+    this.#assertOpen();
+    const now = this.#options.now();
+    // The first completion wins and another request's record is never overwritten; a missing
+    // record is stored anyway, so a retry replays the response instead of executing again.
+    await this.#pool.query(
+      `INSERT INTO ${this.#table} AS existing (client_id, key, fingerprint, locked_until, expires_at, status, headers, body)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (client_id, key) DO UPDATE
+       SET fingerprint = excluded.fingerprint, locked_until = excluded.locked_until, expires_at = excluded.expires_at,
+           status = excluded.status, headers = excluded.headers, body = excluded.body
+       WHERE (existing.status IS NULL AND existing.fingerprint = excluded.fingerprint)
+          OR existing.expires_at <= $4`,
+      [
+        clientId,
+        key,
+        fingerprint,
+        now,
+        now + this.#options.retentionMs,
+        response.status,
+        JSON.stringify(response.headers),
+        Buffer.from(response.body, 'utf8'),
+      ],
+    );
+  }
+
+  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
+    this.#assertOpen();
+    await this.#pool.query(`DELETE FROM ${this.#table} WHERE client_id = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL`, [
+      clientId,
+      key,
+      fingerprint,
+    ]);
+  }
+
+  async purgeExpired(batchSize?: number): Promise<number> {
+    this.#assertOpen();
+    const limit = resolveBatchSize(batchSize);
+    // SKIP LOCKED: replicas purging at once take different rows, and a row a claim is taking
+    // over right now is left alone; the rows stay locked, so each ctid is still theirs when
+    // deleted. ctid = ANY(ARRAY(…)) is a TID scan; a join on the key would scan the whole table.
+    const result = await this.#pool.query(
+      `DELETE FROM ${this.#table}
+       WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${this.#table} WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+      [this.#options.now(), limit],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  async healthy(): Promise<boolean> {
+    if (this.#closing) return false;
+    try {
+      // Reads the table, not just the connection: a dropped schema or a revoked grant shows here.
+      await this.#pool.query(`SELECT 1 FROM ${this.#table} LIMIT 1`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    // pool.end() throws if called twice; every caller waits for the one shutdown.
+    this.#closing ??= this.#pool.end();
+    await this.#closing;
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new IdempotencyStoreClosed();
+  }
+}
+
+/**
+ * Brings the schema to the latest version in one transaction. The advisory lock makes replicas
+ * starting at once migrate one after the other; the second then finds nothing left to do.
+ */
+async function migrate(client: pg.PoolClient, schema: string): Promise<void> {
+  const s = quoteIdentifier(schema);
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_ID]);
+    // Under the lock: two concurrent CREATE SCHEMA IF NOT EXISTS can still collide on a unique index.
+    if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${s}.idempotency_schema_migrations (
+         version    integer     PRIMARY KEY,
+         applied_at timestamptz NOT NULL DEFAULT now()
+       )`,
+    );
+    const { rows } = await client.query<{ version: number | null }>(`SELECT max(version) AS version FROM ${s}.idempotency_schema_migrations`);
+    const version = rows[0]?.version ?? 0;
+    if (version > MIGRATIONS.length) throw new UnsupportedIdempotencySchema(version, MIGRATIONS.length);
+    for (const [index, migration] of MIGRATIONS.entries()) {
+      if (index < version) continue;
+      await client.query(migration(s));
+      await client.query(`INSERT INTO ${s}.idempotency_schema_migrations (version) VALUES ($1)`, [index + 1]);
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name}"`;
+}
+
+function redactPassword(connectionString: string): string {
+  return connectionString.replace(/:[^:@/]*@/, ':***@');
+}
+
+/** Node reports a refused connection to a name with several addresses as an AggregateError with an empty message. */
+function describeError(error: unknown): string {
+  if (error instanceof AggregateError && error.message === '') return error.errors.map(describeError).join('; ');
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+function toRecordState(row: RecordRow): RecordState {
+  return {
+    fingerprint: row.fingerprint,
+    // bigint arrives as a string; ms since epoch are far below 2^53.
+    lockedUntil: Number(row.locked_until),
+    response:
+      row.status === null ? undefined : { status: row.status, headers: toHeaders(row.headers), body: row.body?.toString('utf8') ?? '' },
+  };
+}
+
+function toHeaders(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return {};
+  return Object.fromEntries(Object.entries(value).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
+}
