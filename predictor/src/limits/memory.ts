@@ -1,14 +1,5 @@
 import type { Plan } from './plans.js';
-import {
-  DAY_SECONDS,
-  burstWindowSeconds,
-  secondsToNextUtcMidnight,
-  utcDay,
-  type PolicyName,
-  type PolicyState,
-  type RateLimitDecision,
-  type RateLimiter,
-} from './rate-limiter.js';
+import { decisionFor, hasRoom, utcDay, type LimitState, type RateLimitDecision, type RateLimiter } from './rate-limiter.js';
 
 export interface MemoryRateLimiterOptions {
   /** Current time (in milliseconds since the epoch). Default `Date.now`. */
@@ -20,21 +11,11 @@ export interface MemoryRateLimiterOptions {
   maxClients?: number;
 }
 
-interface ClientState {
-  /** Tokens in the bucket at `refilledAtMs`; fractional, because refill is continuous. */
-  tokens: number;
+interface ClientState extends LimitState {
+  /** When `tokens` was last caught up. */
   refilledAtMs: number;
   /** The UTC day (`utcDay`) that `used` counts. */
   day: number;
-  /** Requests admitted on `day`. */
-  used: number;
-}
-
-// Float arithmetic can leave 0.9999999999 where exactly one token has been refilled.
-const EPSILON = 1e-9;
-
-function wholeTokens(tokens: number): number {
-  return Math.max(0, Math.floor(tokens + EPSILON));
 }
 
 /**
@@ -79,22 +60,12 @@ export class MemoryRateLimiter implements RateLimiter {
     const state = this.#stateOf(clientId, plan, nowMs, charge);
     this.#catchUp(state, plan, nowMs);
 
-    const burstRoom = wholeTokens(state.tokens) >= 1;
-    const dailyRoom = state.used < plan.dailyQuota;
-    const allowed = burstRoom && dailyRoom;
+    const allowed = hasRoom(state, plan);
     if (allowed && charge) {
       state.tokens -= 1;
       state.used += 1;
     }
-    const decision: RateLimitDecision = { allowed, policies: [burstState(state, plan), dailyState(state, plan, nowMs)] };
-    if (allowed) return decision;
-
-    const waits: { policy: PolicyName; seconds: number }[] = [];
-    if (!burstRoom) waits.push({ policy: 'burst', seconds: Math.ceil((1 - EPSILON - state.tokens) / plan.refillPerSecond) });
-    if (!dailyRoom) waits.push({ policy: 'daily', seconds: secondsToNextUtcMidnight(nowMs) });
-    // A retry succeeds only once both policies have room: name the one that keeps the client waiting longest.
-    const longest = waits.reduce((a, b) => (b.seconds > a.seconds ? b : a));
-    return { ...decision, violated: longest.policy, retryAfterSeconds: Math.max(1, longest.seconds) };
+    return decisionFor(plan, state, nowMs, allowed);
   }
 
   /** The client's state, now the most recently used; `peek` of an unknown client remembers nothing. */
@@ -122,24 +93,4 @@ export class MemoryRateLimiter implements RateLimiter {
       state.used = 0;
     }
   }
-}
-
-function burstState(state: ClientState, plan: Plan): PolicyState {
-  return {
-    name: 'burst',
-    limit: plan.burst,
-    remaining: Math.min(plan.burst, wholeTokens(state.tokens)),
-    resetSeconds: Math.ceil(Math.max(0, plan.burst - state.tokens - EPSILON) / plan.refillPerSecond),
-    windowSeconds: burstWindowSeconds(plan),
-  };
-}
-
-function dailyState(state: ClientState, plan: Plan, nowMs: number): PolicyState {
-  return {
-    name: 'daily',
-    limit: plan.dailyQuota,
-    remaining: Math.max(0, plan.dailyQuota - state.used),
-    resetSeconds: secondsToNextUtcMidnight(nowMs),
-    windowSeconds: DAY_SECONDS,
-  };
 }

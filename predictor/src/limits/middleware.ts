@@ -46,7 +46,9 @@ export function rateLimitHeadersFor(deps: RateLimitDeps) {
     await next();
     const principal = c.var.principal;
     if (!principal || c.var.rateLimit) return; // a charged request has its headers already
-    const decision = await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan));
+    // The answer is decided already: a store outage costs these headers, not the response.
+    const decision = await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan)).catch(() => undefined);
+    if (!decision) return;
     for (const [name, value] of Object.entries(rateLimitHeaders(decision))) {
       // Only a 429 tells the client to wait; a peek may say the *next* request would be refused.
       if (name === 'Retry-After' && c.res.status !== 429) continue;

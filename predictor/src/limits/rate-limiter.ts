@@ -31,6 +31,8 @@ export interface RateLimiter {
   consume(clientId: string, plan: Plan): Promise<RateLimitDecision>;
   /** The client's state, charging nothing (for replayed responses, which are free). */
   peek(clientId: string, plan: Plan): Promise<RateLimitDecision>;
+  /** Readiness of a shared store (Redis: PING); an in-process limiter needs none. */
+  healthy?(): Promise<boolean>;
   close?(): Promise<void>;
 }
 
@@ -50,4 +52,61 @@ export function secondsToNextUtcMidnight(nowMs: number): number {
 /** The time an empty bucket takes to fill, as the `w` of RateLimit-Policy. */
 export function burstWindowSeconds(plan: Plan): number {
   return Math.ceil(plan.burst / plan.refillPerSecond);
+}
+
+/** A client's limits, caught up to the time of the decision. */
+export interface LimitState {
+  /** Tokens in the bucket; fractional, because refill is continuous. */
+  tokens: number;
+  /** Requests admitted on the current UTC day. */
+  used: number;
+}
+
+/** Float arithmetic can leave 0.9999999999 where exactly one token has been refilled. */
+export const TOKEN_EPSILON = 1e-9;
+
+export function wholeTokens(tokens: number): number {
+  return Math.max(0, Math.floor(tokens + TOKEN_EPSILON));
+}
+
+/** Whether both policies have room for one more request. */
+export function hasRoom(state: LimitState, plan: Plan): boolean {
+  return wholeTokens(state.tokens) >= 1 && state.used < plan.dailyQuota;
+}
+
+/**
+ * The decision for `state` at `nowMs`: the state after the charge when a request was admitted,
+ * the untouched state otherwise. Every limiter builds its decisions here, so all round alike.
+ */
+export function decisionFor(plan: Plan, state: LimitState, nowMs: number, allowed: boolean): RateLimitDecision {
+  const decision: RateLimitDecision = { allowed, policies: [burstState(state, plan), dailyState(state, plan, nowMs)] };
+  if (allowed) return decision;
+
+  const waits: { policy: PolicyName; seconds: number }[] = [];
+  if (wholeTokens(state.tokens) < 1) waits.push({ policy: 'burst', seconds: Math.ceil((1 - TOKEN_EPSILON - state.tokens) / plan.refillPerSecond) });
+  if (state.used >= plan.dailyQuota) waits.push({ policy: 'daily', seconds: secondsToNextUtcMidnight(nowMs) });
+  // A retry succeeds only once both policies have room: name the one that keeps the client waiting longest.
+  const longest = waits.reduce<{ policy: PolicyName; seconds: number } | undefined>((a, b) => (a && a.seconds >= b.seconds ? a : b), undefined);
+  if (!longest) throw new Error('a denied decision needs a policy without room');
+  return { ...decision, violated: longest.policy, retryAfterSeconds: Math.max(1, longest.seconds) };
+}
+
+function burstState(state: LimitState, plan: Plan): PolicyState {
+  return {
+    name: 'burst',
+    limit: plan.burst,
+    remaining: Math.min(plan.burst, wholeTokens(state.tokens)),
+    resetSeconds: Math.ceil(Math.max(0, plan.burst - state.tokens - TOKEN_EPSILON) / plan.refillPerSecond),
+    windowSeconds: burstWindowSeconds(plan),
+  };
+}
+
+function dailyState(state: LimitState, plan: Plan, nowMs: number): PolicyState {
+  return {
+    name: 'daily',
+    limit: plan.dailyQuota,
+    remaining: Math.max(0, plan.dailyQuota - state.used),
+    resetSeconds: secondsToNextUtcMidnight(nowMs),
+    windowSeconds: DAY_SECONDS,
+  };
 }
