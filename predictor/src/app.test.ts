@@ -185,7 +185,7 @@ describe('predictor readiness and key outages', () => {
         verifyToken: async () => {
           throw new KeysUnavailable(1);
         },
-        notReadyReason: async () => reason,
+        readiness: async () => ({ notReadyReason: reason }),
       }),
     );
     assert.equal((await app.request('/healthz')).status, 200);

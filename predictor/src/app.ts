@@ -17,13 +17,22 @@ import type { RateLimiter } from './limits/rate-limiter.js';
 import type { IrisModel } from './model/index.js';
 import { predictHandler } from './predict/route.js';
 
+export interface Readiness {
+  /** Why the predictor cannot serve now, or undefined when it can. */
+  notReadyReason?: string | undefined;
+  /** Each store with its engine and state, e.g. `{ rate_limiter: 'redis: down (fallback: memory)' }`. */
+  stores?: Record<string, string>;
+  /** True while a store's failure policy serves from this replica's memory. */
+  degraded?: boolean;
+}
+
 export interface PredictorDeps {
   model: IrisModel;
   verifyToken: TokenVerifier;
   /** Absent: X-API-Key is not accepted. */
   verifyApiKey?: ApiKeyVerifier | undefined;
-  /** Why the predictor cannot serve now (keys not loaded, a store down), or undefined when it can. */
-  notReadyReason: () => Promise<string | undefined>;
+  /** Whether the predictor can serve now (keys loaded, stores usable) and how its stores stand. */
+  readiness: () => Promise<Readiness>;
   plans: PlanTable;
   limiter: RateLimiter;
   idempotencyStore: IdempotencyStore;
@@ -35,6 +44,8 @@ export interface PredictorDeps {
   bodyLimitBytes: number;
   /** Milliseconds since the epoch. Default `Date.now`. */
   now?: () => number;
+  /** Extra time each model execution takes, to rehearse a crash mid-request or a heavier model. Default 0. */
+  simulatedInferenceMs?: number;
   newPredictionId?: () => string;
 }
 
@@ -58,9 +69,9 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
-    const reason = await deps.notReadyReason();
-    if (reason) throw new NotReady(reason);
-    return c.json({ status: 'ready' });
+    const { notReadyReason, stores, degraded } = await deps.readiness();
+    if (notReadyReason) throw new NotReady(notReadyReason, stores);
+    return c.json({ status: degraded ? 'degraded' : 'ready', ...(stores ? { stores } : {}) });
   });
   app.get('/metrics', async (c) => c.body(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType }));
 
@@ -84,6 +95,7 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       idempotencyStore: deps.idempotencyStore,
       requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
       now: deps.now ?? Date.now,
+      simulatedInferenceMs: deps.simulatedInferenceMs ?? 0,
       newPredictionId: deps.newPredictionId ?? (() => `pred_${randomUUID()}`),
     }),
   );

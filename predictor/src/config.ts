@@ -1,5 +1,8 @@
 import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
 import { DEFAULT_PLANS_PATH } from './limits/plans.js';
+import type { FailurePolicy } from './stores/failure-policy.js';
+
+const FAILURE_POLICIES = ['fail-closed', 'degrade'] as const;
 
 export interface PredictorConfig {
   /** Listening port; 0 picks a free one. */
@@ -22,8 +25,26 @@ export interface PredictorConfig {
   plansFile: string;
   /** Where the durable stores live (idempotency records, API keys). */
   dataDir: string;
-  /** `sqlite` (durable, the default) or `memory` (lost on restart; tests and the bench). */
-  idempotencyStore: 'sqlite' | 'memory';
+  /**
+   * `postgres` (shared by replicas; the default when DATABASE_URL is set), `sqlite` (durable,
+   * one host; the default otherwise) or `memory` (lost on restart; tests and the bench).
+   */
+  idempotencyStore: 'postgres' | 'sqlite' | 'memory';
+  /** `redis` (shared by replicas; the default when REDIS_URL is set) or `memory`. */
+  rateLimitStore: 'redis' | 'memory';
+  redisUrl: string | undefined;
+  /** Prefix of the limiter's Redis keys (deployments sharing one Redis keep apart). */
+  redisKeyPrefix: string;
+  databaseUrl: string | undefined;
+  databaseSchema: string;
+  /** What a request meets when Redis fails: 503 (fail-closed) or this replica's memory (degrade). */
+  rateLimitOnStoreFailure: FailurePolicy;
+  /** What a request meets when PostgreSQL fails. */
+  idempotencyOnStoreFailure: FailurePolicy;
+  /** Share of each plan one replica grants on its own while the shared limiter is down (degrade). */
+  degradedLimitFraction: number;
+  /** Extra time per model execution (ms): rehearsals of a crash mid-request. 0 normally. */
+  simulatedInferenceMs: number;
   idempotencyRetentionMs: number;
   idempotencyLockTimeoutMs: number;
   requireIdempotencyKey: boolean;
@@ -43,6 +64,12 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     throw new ConfigError(`ACCEPTED_ALGORITHMS may list only asymmetric algorithms (${ASYMMETRIC_ALGORITHMS.join(', ')}), got "${refused}"`);
   }
   const jwksUri = read.string('JWKS_URI');
+  const redisUrl = read.serviceUrl('REDIS_URL', ['redis:', 'rediss:']);
+  const databaseUrl = read.serviceUrl('DATABASE_URL', ['postgres:', 'postgresql:']);
+  const idempotencyStore = read.oneOf('IDEMPOTENCY_STORE', databaseUrl ? 'postgres' : 'sqlite', ['postgres', 'sqlite', 'memory']);
+  const rateLimitStore = read.oneOf('RATE_LIMIT_STORE', redisUrl ? 'redis' : 'memory', ['redis', 'memory']);
+  if (idempotencyStore === 'postgres' && !databaseUrl) throw new ConfigError('IDEMPOTENCY_STORE=postgres needs DATABASE_URL');
+  if (rateLimitStore === 'redis' && !redisUrl) throw new ConfigError('RATE_LIMIT_STORE=redis needs REDIS_URL');
   return {
     port: read.port('PREDICTOR_PORT', 8080),
     host: read.string('PREDICTOR_HOST'),
@@ -57,7 +84,16 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     bodyLimitBytes: read.integer('BODY_LIMIT_BYTES', 65_536, { min: 1_024, max: 16_777_216 }),
     plansFile: read.string('PLANS_FILE', DEFAULT_PLANS_PATH),
     dataDir: read.string('PREDICTOR_DATA_DIR', '.data/predictor'),
-    idempotencyStore: read.oneOf('IDEMPOTENCY_STORE', 'sqlite', ['sqlite', 'memory']),
+    idempotencyStore,
+    rateLimitStore,
+    redisUrl,
+    redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'm2m:rl:'),
+    databaseUrl,
+    databaseSchema: read.identifier('DATABASE_SCHEMA', 'public'),
+    rateLimitOnStoreFailure: read.oneOf('RATE_LIMIT_ON_STORE_FAILURE', 'fail-closed', FAILURE_POLICIES),
+    idempotencyOnStoreFailure: read.oneOf('IDEMPOTENCY_ON_STORE_FAILURE', 'fail-closed', FAILURE_POLICIES),
+    degradedLimitFraction: read.integer('DEGRADED_LIMIT_PERCENT', 50, { min: 1, max: 100 }) / 100,
+    simulatedInferenceMs: read.integer('SIMULATED_INFERENCE_MS', 0, { min: 0, max: 600_000 }),
     idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
     idempotencyLockTimeoutMs: read.integer('IDEMPOTENCY_LOCK_TIMEOUT_MS', 15_000, { min: 100, max: 600_000 }),
     requireIdempotencyKey: read.oneOf('IDEMPOTENCY_KEY_REQUIRED', 'false', ['true', 'false']) === 'true',

@@ -7,13 +7,10 @@ import { KeySet } from './auth/key-set.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { loadPredictorConfig } from './config.js';
 import { createMetrics } from './http/metrics.js';
-import { MemoryIdempotencyStore } from './idempotency/memory.js';
-import { SqliteIdempotencyStore } from './idempotency/sqlite.js';
-import type { IdempotencyStore } from './idempotency/store.js';
-import { MemoryRateLimiter } from './limits/memory.js';
 import { loadPlansFile, PlansError } from './limits/plans.js';
 import { loadIrisModel } from './model/index.js';
 import { close, listen } from './server.js';
+import { openStores, StoreStartupError } from './stores/open.js';
 
 let config;
 let plans;
@@ -39,11 +36,18 @@ const keys = new KeySet({
   logger,
   onFetch: (outcome) => metrics.jwksFetches.inc({ outcome }),
 });
-const storeOptions = { retentionMs: config.idempotencyRetentionMs, lockTimeoutMs: config.idempotencyLockTimeoutMs };
-const idempotencyStore: IdempotencyStore =
-  config.idempotencyStore === 'sqlite' ? SqliteIdempotencyStore.open(join(config.dataDir, 'idempotency.db'), storeOptions) : new MemoryIdempotencyStore(storeOptions);
+let stores;
+try {
+  stores = await openStores(config, { logger, metrics });
+} catch (error) {
+  if (error instanceof StoreStartupError) {
+    process.stderr.write(`predictor: ${error.message}\n`);
+    process.exit(1);
+  }
+  throw error;
+}
+const { limiter, idempotencyStore } = stores;
 const apiKeyStore = config.apiKeys ? SqliteApiKeyStore.open(join(config.dataDir, 'api-keys.db')) : undefined;
-const limiter = new MemoryRateLimiter();
 
 const app = buildApp({
   model: loadIrisModel(),
@@ -56,10 +60,9 @@ const app = buildApp({
     isKeyPublished: (kid) => keys.has(kid),
   }),
   verifyApiKey: apiKeyStore && createApiKeyVerifier(apiKeyStore),
-  notReadyReason: async () => {
-    if (!keys.ready) return 'signing keys not loaded';
-    if (!(await idempotencyStore.healthy())) return 'idempotency store unavailable';
-    return undefined;
+  readiness: async () => {
+    const { stores: storeStates, unavailable, degraded } = await stores.status();
+    return { notReadyReason: keys.ready ? unavailable : 'signing keys not loaded', stores: storeStates, degraded };
   },
   plans,
   limiter,
@@ -68,11 +71,12 @@ const app = buildApp({
   logger,
   metrics,
   bodyLimitBytes: config.bodyLimitBytes,
+  simulatedInferenceMs: config.simulatedInferenceMs,
 });
 
 const shutdown = new AbortController();
 const { server, port } = await listen(app, config.port, config.host);
-logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, plans: [...plans.plans.keys()] }, 'listening');
+logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()] }, 'listening');
 keys.load(shutdown.signal).catch(() => {});
 
 const purge = setInterval(() => {
@@ -90,7 +94,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     clearInterval(purge);
     try {
       await close(server);
-      await Promise.all([idempotencyStore.close(), apiKeyStore?.close(), limiter.close()]);
+      await Promise.all([stores.close(), apiKeyStore?.close()]);
       logger.info('stopped');
       process.exit(0);
     } catch (error) {

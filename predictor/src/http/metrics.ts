@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** The predictor's Prometheus metrics, on a registry of its own (no global state). */
 export function createMetrics(options: { collectProcessMetrics?: boolean } = {}) {
@@ -34,6 +34,18 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     predictions: new Counter({
       name: 'predictor_model_executions_total',
       help: 'Model executions (requests that ran the model).',
+      registers: [registry],
+    }),
+    storeUp: new Gauge({
+      name: 'predictor_store_up',
+      help: 'Whether a shared store (rate_limiter, idempotency) answered its last use: 1 up, 0 down.',
+      labelNames: ['store'] as const,
+      registers: [registry],
+    }),
+    storeFailures: new Counter({
+      name: 'predictor_store_failures_total',
+      help: 'Requests a shared store failed, by store and what the failure policy did: refused (503) or fallback.',
+      labelNames: ['store', 'action'] as const,
       registers: [registry],
     }),
     jwksFetches: new Counter({

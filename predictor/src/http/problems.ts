@@ -95,8 +95,8 @@ export class KeysUnavailable extends HttpProblem {
 }
 
 export class NotReady extends HttpProblem {
-  constructor(detail: string) {
-    super(503, 'not-ready', 'Not ready', detail, { headers: { 'retry-after': '1' } });
+  constructor(detail: string, stores?: Record<string, string>) {
+    super(503, 'not-ready', 'Not ready', detail, { headers: { 'retry-after': '1' }, ...(stores ? { extensions: { stores } } : {}) });
   }
 }
 

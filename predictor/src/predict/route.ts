@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from 'hono';
 import type { AppEnv } from '../http/app-env.js';
 import { readJsonBody } from '../http/json-body.js';
@@ -22,6 +23,8 @@ export interface PredictHandlerDeps extends RateLimitDeps {
   now: () => number;
   /** Unique id of one executed prediction, so that a replay is recognisable. */
   newPredictionId: () => string;
+  /** Extra time each execution takes (ms), for rehearsals; 0 in normal use. */
+  simulatedInferenceMs: number;
 }
 
 /**
@@ -32,6 +35,7 @@ export interface PredictHandlerDeps extends RateLimitDeps {
 export function predictHandler(deps: PredictHandlerDeps) {
   const run = async (c: Context<AppEnv>, request: PredictRequest) => {
     await chargeRateLimit(c, deps);
+    if (deps.simulatedInferenceMs > 0) await sleep(deps.simulatedInferenceMs);
     const predictions = deps.model.predict(request.inputs);
     deps.metrics.predictions.inc();
     return c.json({ id: deps.newPredictionId(), model: deps.model.id, created: Math.floor(deps.now() / 1000), predictions });

@@ -22,7 +22,7 @@ export const TEST_PLANS = parsePlans(
 export function testDeps(overrides: Partial<PredictorDeps> & Pick<PredictorDeps, 'verifyToken'>): PredictorDeps {
   return {
     model: loadIrisModel(),
-    notReadyReason: async () => undefined,
+    readiness: async () => ({}),
     plans: TEST_PLANS,
     limiter: new MemoryRateLimiter(),
     idempotencyStore: new MemoryIdempotencyStore(),

@@ -175,3 +175,9 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** A private redis-server on `port` (nothing on disk), so a test may stop and restart it without touching anyone's Redis. */
+export function startRedisServer(port: number): ManagedProcess {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  return new ManagedProcess('redis-server', child);
+}

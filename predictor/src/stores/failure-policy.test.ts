@@ -1,0 +1,110 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createLogger } from '@m2m/common';
+import { createMetrics } from '../http/metrics.js';
+import { StoreUnavailable } from '../http/problems.js';
+import { MemoryIdempotencyStore } from '../idempotency/memory.js';
+import type { IdempotencyStore } from '../idempotency/store.js';
+import { MemoryRateLimiter } from '../limits/memory.js';
+import type { Plan } from '../limits/plans.js';
+import type { RateLimiter } from '../limits/rate-limiter.js';
+import { GuardedIdempotencyStore, GuardedRateLimiter, StoreGuard, type FailurePolicy } from './failure-policy.js';
+
+const STANDARD: Plan = { name: 'standard', burst: 30, refillPerSecond: 10, dailyQuota: 100_000 };
+const NOON = Date.UTC(2026, 10, 23, 12);
+
+/** A shared store that can be switched off, counting the calls that reached it. */
+function switchable<T extends object>(inner: T) {
+  const state = { up: true, calls: 0 };
+  const proxy = new Proxy(inner, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return async (...args: unknown[]) => {
+        state.calls += 1;
+        if (!state.up) throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { store: proxy, state };
+}
+
+function setup(policy: FailurePolicy) {
+  let now = NOON;
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger('predictor', 'info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const metrics = createMetrics({ collectProcessMetrics: false });
+  const guard = (store: 'rate_limiter' | 'idempotency') => new StoreGuard({ store, engine: 'test-engine', policy, logger, metrics, now: () => now, probeIntervalMs: 1_000 });
+  return { guard, metrics, lines, advance: (ms: number) => (now += ms) };
+}
+
+async function metricValue(metrics: ReturnType<typeof createMetrics>, name: string, labels: Record<string, string>): Promise<number | undefined> {
+  const metric = (await metrics.registry.getMetricsAsJSON()).find((candidate) => candidate.name === name);
+  return metric?.values.find((value) => Object.entries(labels).every(([key, label]) => value.labels[key] === label))?.value;
+}
+
+describe('StoreGuard with fail-closed', () => {
+  it('answers 503 with Retry-After while Redis is down, logs the change once, and recovers by itself', async () => {
+    const { guard, metrics, lines, advance } = setup('fail-closed');
+    const shared = switchable<RateLimiter>(new MemoryRateLimiter({ now: () => NOON }));
+    const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
+
+    assert.equal((await limiter.consume('c', STANDARD)).allowed, true);
+    shared.state.up = false;
+    for (let i = 0; i < 3; i += 1) {
+      await assert.rejects(limiter.consume('c', STANDARD), (error: unknown) => error instanceof StoreUnavailable && error.status === 503 && error.headers['retry-after'] === '1');
+    }
+    assert.equal(shared.state.calls, 2, 'while down, only one request per probe interval reaches the store');
+    assert.equal(lines.filter((line) => line['event'] === 'store.down').length, 1);
+    assert.equal(await metricValue(metrics, 'predictor_store_up', { store: 'rate_limiter' }), 0);
+    assert.equal(await metricValue(metrics, 'predictor_store_failures_total', { store: 'rate_limiter', action: 'refused' }), 3);
+
+    shared.state.up = true;
+    advance(1_000);
+    assert.equal((await limiter.consume('c', STANDARD)).allowed, true);
+    assert.equal(lines.filter((line) => line['event'] === 'store.up').length, 1);
+    assert.equal(await metricValue(metrics, 'predictor_store_up', { store: 'rate_limiter' }), 1);
+  });
+
+  it('notices recovery through the readiness probe even without traffic', async () => {
+    const { guard } = setup('fail-closed');
+    const shared = switchable<RateLimiter>(Object.assign(new MemoryRateLimiter(), { healthy: async () => true }));
+    const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
+    shared.state.up = false;
+    assert.equal(await limiter.healthy(), false);
+    assert.equal(limiter.guard.status, 'down');
+    shared.state.up = true;
+    assert.equal(await limiter.healthy(), true);
+    assert.equal(limiter.guard.status, 'up');
+  });
+});
+
+describe('StoreGuard with degrade', () => {
+  it('limits each replica to its fraction of the plan while Redis is down', async () => {
+    const { guard, metrics } = setup('degrade');
+    const shared = switchable<RateLimiter>(new MemoryRateLimiter({ now: () => NOON }));
+    const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
+    shared.state.up = false;
+    const decisions = [];
+    for (let i = 0; i < 20; i += 1) decisions.push(await limiter.consume('c', STANDARD));
+    assert.equal(decisions.filter((decision) => decision.allowed).length, 15, 'half the burst of 30');
+    assert.equal(decisions[0]?.policies[0]?.limit, 15);
+    assert.equal(await metricValue(metrics, 'predictor_store_failures_total', { store: 'rate_limiter', action: 'fallback' }), 20);
+  });
+
+  it('completes a claim taken in the fallback there, even once PostgreSQL is back', async () => {
+    const { guard, advance } = setup('degrade');
+    const shared = switchable<IdempotencyStore>(new MemoryIdempotencyStore());
+    const store = new GuardedIdempotencyStore(shared.store, guard('idempotency'), {});
+    shared.state.up = false;
+    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'claimed' });
+    shared.state.up = true;
+    advance(1_000);
+    await store.complete('c', 'k', 'fp', { status: 200, headers: {}, body: '{}' });
+    assert.equal(shared.state.calls, 1, 'the completion did not go to the shared store');
+    shared.state.up = false;
+    advance(1_000);
+    assert.equal((await store.claim('c', 'k', 'fp')).outcome, 'replay');
+  });
+});
