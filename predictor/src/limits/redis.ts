@@ -104,6 +104,14 @@ export class RedisRateLimiter implements RateLimiter {
     return this.#run(clientId, plan, false);
   }
 
+  /** PING: false while Redis is unreachable (the client fails fast when it has no offline queue). */
+  async healthy(): Promise<boolean> {
+    return this.#redis.ping().then(
+      (reply) => reply === 'PONG',
+      () => false,
+    );
+  }
+
   async close(): Promise<void> {
     if (this.#ownsClient) await this.#redis.quit();
   }

@@ -30,6 +30,9 @@ function switchable<T extends object>(inner: T) {
   return { store: proxy, state };
 }
 
+/** A limiter that reports its health, as a shared one must. */
+const withHealth = (limiter: RateLimiter) => Object.assign(limiter, { healthy: async () => true });
+
 function setup(policy: FailurePolicy) {
   let now = NOON;
   const lines: Record<string, unknown>[] = [];
@@ -47,7 +50,7 @@ async function metricValue(metrics: ReturnType<typeof createMetrics>, name: stri
 describe('StoreGuard with fail-closed', () => {
   it('answers 503 with Retry-After while Redis is down, logs the change once, and recovers by itself', async () => {
     const { guard, metrics, lines, advance } = setup('fail-closed');
-    const shared = switchable<RateLimiter>(new MemoryRateLimiter({ now: () => NOON }));
+    const shared = switchable(withHealth(new MemoryRateLimiter({ now: () => NOON })));
     const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
 
     assert.equal((await limiter.consume('c', STANDARD)).allowed, true);
@@ -69,7 +72,7 @@ describe('StoreGuard with fail-closed', () => {
 
   it('notices recovery through the readiness probe even without traffic', async () => {
     const { guard } = setup('fail-closed');
-    const shared = switchable<RateLimiter>(Object.assign(new MemoryRateLimiter(), { healthy: async () => true }));
+    const shared = switchable(withHealth(new MemoryRateLimiter()));
     const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
     shared.state.up = false;
     assert.equal(await limiter.healthy(), false);
@@ -83,7 +86,7 @@ describe('StoreGuard with fail-closed', () => {
 describe('StoreGuard with degrade', () => {
   it('limits each replica to its fraction of the plan while Redis is down', async () => {
     const { guard, metrics } = setup('degrade');
-    const shared = switchable<RateLimiter>(new MemoryRateLimiter({ now: () => NOON }));
+    const shared = switchable(withHealth(new MemoryRateLimiter({ now: () => NOON })));
     const limiter = new GuardedRateLimiter(shared.store, guard('rate_limiter'), 0.5);
     shared.state.up = false;
     const decisions = [];

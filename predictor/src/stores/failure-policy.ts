@@ -121,7 +121,7 @@ export class GuardedRateLimiter implements RateLimiter {
   readonly #scaledPlans = new Map<Plan, Plan>();
 
   constructor(
-    private readonly primary: RateLimiter,
+    private readonly primary: RateLimiter & { healthy(): Promise<boolean> },
     readonly guard: StoreGuard,
     private readonly fallbackFraction: number,
   ) {}
@@ -141,7 +141,7 @@ export class GuardedRateLimiter implements RateLimiter {
   }
 
   healthy(): Promise<boolean> {
-    return this.guard.probe(() => this.primary.healthy?.() ?? Promise.resolve(true)).then((status) => status === 'up');
+    return this.guard.probe(() => this.primary.healthy()).then((status) => status === 'up');
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,341 @@
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { decodeProtectedHeader } from 'jose';
+import pg from 'pg';
+import { AdminClient } from '@m2m/auth-server';
+import { EngineUnavailable, requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL, uniqueSchemaName } from '../../predictor/src/testing/engines.js';
+import { freePort, REPOSITORY_ROOT, rememberSecret, startRedisServer, stopAll, temporaryDirectory, type ManagedProcess } from '../src/harness/processes.js';
+import { metric } from '../src/harness/probes.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+
+/**
+ * Several predictors and auth-servers on the real Redis and PostgreSQL of this machine
+ * (issue 7). Every run uses its own schema and Redis key prefix and removes them after.
+ */
+
+const ROW = [6.1, 2.8, 4.7, 1.2];
+const ISSUER = 'http://auth.scale-out.test';
+const STATE_SYNC_MS = 500;
+/** The documented bound for a replica to adopt another's change: one sync period plus a provider rebuild. */
+const PROPAGATION_BOUND_MS = STATE_SYNC_MS + 2_000;
+const LOCK_TIMEOUT_MS = 2_000;
+const EXECUTIONS = /^predictor_model_executions_total (\d+)/m;
+
+/** Small plans so the limits are reached in seconds; `roomy` for tests about something else. */
+const PLANS = {
+  plans: {
+    standard: { burst: 50, refillPerSecond: 20, dailyQuota: 1_000_000 },
+    free: { burst: 1_000, refillPerSecond: 1_000, dailyQuota: 30 },
+    roomy: { burst: 100_000, refillPerSecond: 100_000, dailyQuota: 10_000_000 },
+  },
+  defaultPlan: 'free',
+};
+
+function predict(url: string, token: string, headers: Record<string, string> = {}) {
+  return fetch(`${url}/v1/predict`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ inputs: [ROW] }),
+  });
+}
+
+async function tokenFrom(auth: RunningAuthServer, clientId: string, secret: string): Promise<string> {
+  const { status, body } = await requestToken(`http://localhost:${auth.port}`, clientId, secret, { scope: 'predict' });
+  assert.equal(status, 200, JSON.stringify(body));
+  return body['access_token'] as string;
+}
+
+/** Polls `check` until it returns a value, failing after `timeoutMs`: waiting on a condition, not for a time. */
+async function waitFor<T>(description: string, check: () => Promise<T | undefined>, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${description} after ${timeoutMs} ms`);
+    await sleep(intervalMs);
+  }
+}
+
+describe('scale-out on shared Redis and PostgreSQL', () => {
+  const schema = uniqueSchemaName('scale');
+  const redisPrefix = `test:scale:${process.pid}:${Date.now()}:`;
+  let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
+  let database: pg.Pool;
+  let redis: Redis;
+  let authA: RunningAuthServer;
+  let authB: RunningAuthServer;
+  let predictorA: RunningPredictor;
+  let predictorB: RunningPredictor;
+  let roomySecret: string;
+
+  const sharedEnv = () => ({
+    ISSUER,
+    REDIS_URL: TEST_REDIS_URL,
+    REDIS_KEY_PREFIX: redisPrefix,
+    DATABASE_URL: TEST_DATABASE_URL,
+    DATABASE_SCHEMA: schema,
+    PLANS_FILE: `${dataDir.path}/plans.json`,
+    IDEMPOTENCY_LOCK_TIMEOUT_MS: String(LOCK_TIMEOUT_MS),
+  });
+
+  const startAuthReplica = (name: string) =>
+    startAuthServer({
+      dataDir: `${dataDir.path}/${name}`,
+      env: { ISSUER, DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema, STATE_SYNC_MS: String(STATE_SYNC_MS), KEY_PROPAGATION_SECONDS: '0', ACCESS_TOKEN_TTL: '300' },
+    });
+
+  const startReplica = (name: string, auth: RunningAuthServer, env: Record<string, string> = {}) =>
+    startPredictor({ issuer: ISSUER, dataDir: `${dataDir.path}/${name}`, env: { ...sharedEnv(), JWKS_URI: `http://localhost:${auth.port}/jwks`, ...env } });
+
+  before(async () => {
+    await requireRedis();
+    await requirePostgres();
+    dataDir = await temporaryDirectory('scale-out');
+    await writeFile(`${dataDir.path}/plans.json`, JSON.stringify(PLANS));
+    database = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
+    redis = new Redis(TEST_REDIS_URL);
+    // Two replicas starting at once on an empty schema: one seeds it, both end up on the same state.
+    [authA, authB] = await Promise.all([startAuthReplica('auth-a'), startAuthReplica('auth-b')]);
+    [predictorA, predictorB] = await Promise.all([startReplica('predictor-a', authA), startReplica('predictor-b', authB)]);
+    const admin = new AdminClient(authA.adminUrl, DEV_ENV['ADMIN_TOKEN']!);
+    roomySecret = (await admin.registerClient({ client_id: 'scale-roomy', scopes: ['predict'], plan: 'roomy' })).client_secret!;
+    rememberSecret(roomySecret);
+  });
+
+  after(async () => {
+    await stopAll();
+    await database?.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await database?.end();
+    if (redis) {
+      const keys: string[] = [];
+      for await (const batch of redis.scanStream({ match: `${redisPrefix}*` }) as AsyncIterable<string[]>) keys.push(...batch);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    }
+    await dataDir?.remove();
+  });
+
+  it('keeps the combined successes of two predictors within the plan over 10 s (burst + rate x time, +-2%)', async () => {
+    const token = await tokenFrom(authA, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!);
+    const replicas = [predictorA.url, predictorB.url];
+    const statuses = new Map<number, number>();
+    let sent = 0;
+    let firstAt = 0;
+    let lastAt = 0;
+    const endAt = performance.now() + 10_000;
+    const worker = async () => {
+      while (performance.now() < endAt) {
+        const url = replicas[sent++ % 2]!;
+        const startedAt = performance.now();
+        firstAt ||= startedAt;
+        const response = await predict(url, token);
+        await response.arrayBuffer();
+        lastAt = startedAt;
+        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+
+    const { burst, refillPerSecond } = PLANS.plans.standard;
+    const allowed = burst + (refillPerSecond * (lastAt - firstAt)) / 1000;
+    const successes = statuses.get(200) ?? 0;
+    assert.deepEqual([...statuses.keys()].sort(), [200, 429], `only 200 and 429, got ${JSON.stringify([...statuses])}`);
+    assert.ok(Math.abs(successes - allowed) <= allowed * 0.02, `${successes} successes from ${sent} requests; the plan allows ${allowed.toFixed(1)} (+-2%)`);
+  });
+
+  it('shares the daily quota: 30 a day across both predictors, then 429 naming the daily policy on either', async () => {
+    const token = await tokenFrom(authB, 'demo-free', DEV_ENV['DEMO_FREE_SECRET']!);
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i += 1) {
+      const response = await predict(i % 2 === 0 ? predictorA.url : predictorB.url, token);
+      const body = (await response.json()) as { violated_policy?: string };
+      statuses.push(response.status);
+      if (response.status === 429) assert.equal(body.violated_policy, 'daily');
+    }
+    assert.equal(statuses.filter((status) => status === 200).length, 30);
+    assert.deepEqual(statuses.slice(30), Array(10).fill(429));
+  });
+
+  it('replays on replica B what replica A completed, and runs 100 concurrent duplicates over both once', async () => {
+    const token = await tokenFrom(authA, 'scale-roomy', roomySecret);
+    const first = await predict(predictorA.url, token, { 'idempotency-key': 'completed-on-a' });
+    const firstBody = await first.text();
+    assert.equal(first.status, 200);
+    const replayed = await predict(predictorB.url, token, { 'idempotency-key': 'completed-on-a' });
+    assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
+    assert.equal(await replayed.text(), firstBody);
+
+    const executionsBefore = (await metric(predictorA.url, EXECUTIONS)) + (await metric(predictorB.url, EXECUTIONS));
+    const responses = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => predict(i % 2 === 0 ? predictorA.url : predictorB.url, token, { 'idempotency-key': 'duplicated-100' })),
+    );
+    const bodies = new Set<string>();
+    for (const response of responses) {
+      assert.ok([200, 409].includes(response.status), `status ${response.status}`);
+      const text = await response.text();
+      if (response.status === 200) bodies.add(text);
+    }
+    const executionsAfter = (await metric(predictorA.url, EXECUTIONS)) + (await metric(predictorB.url, EXECUTIONS));
+    assert.equal(executionsAfter - executionsBefore, 1, 'one execution for 100 duplicates');
+    assert.equal(bodies.size, 1, 'every 200 carries the one stored answer');
+  });
+
+  it('lets the other replica execute a request, exactly once, after its first replica was SIGKILLed holding the claim', async () => {
+    const token = await tokenFrom(authA, 'scale-roomy', roomySecret);
+    // A replica whose model takes a minute: the claim is held when it dies.
+    const doomed = await startReplica('predictor-doomed', authA, { SIMULATED_INFERENCE_MS: '60000' });
+    const inFlight = predict(doomed.url, token, { 'idempotency-key': 'crashed-claim' }).catch((error: unknown) => error);
+    await waitFor('the claim in PostgreSQL', async () => {
+      const { rowCount } = await database.query(`SELECT 1 FROM "${schema}".idempotency_keys WHERE key = $1 AND status IS NULL`, ['crashed-claim']);
+      return rowCount ? true : undefined;
+    });
+    await doomed.process.kill();
+    assert.ok((await inFlight) instanceof Error, 'the request to the killed replica failed');
+
+    const executionsBefore = await metric(predictorB.url, EXECUTIONS);
+    const statuses: number[] = [];
+    let answer: Response | undefined;
+    for (let attempt = 0; attempt < 10 && !answer; attempt += 1) {
+      const response = await predict(predictorB.url, token, { 'idempotency-key': 'crashed-claim' });
+      statuses.push(response.status);
+      if (response.status === 200) answer = response;
+      else {
+        assert.equal(response.status, 409, 'in flight until the lock times out');
+        const retryAfter = Number(response.headers.get('retry-after'));
+        assert.ok(retryAfter >= 1 && retryAfter <= LOCK_TIMEOUT_MS / 1000, `Retry-After ${retryAfter}`);
+        await response.arrayBuffer();
+        await sleep(retryAfter * 1000); // as a client honouring Retry-After does
+      }
+    }
+    assert.ok(answer, `no 200 after ${JSON.stringify(statuses)}`);
+    assert.equal(statuses[0], 409, 'the claim was still held right after the crash');
+    const body = await answer.text();
+    assert.equal((await metric(predictorB.url, EXECUTIONS)) - executionsBefore, 1);
+    const again = await predict(predictorA.url, token, { 'idempotency-key': 'crashed-claim' });
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.equal(await again.text(), body);
+  });
+
+  it('rotates the signing key through one auth-server: the other issues with the new kid within the bound, and predictors accept both', async () => {
+    const admin = new AdminClient(authA.adminUrl, DEV_ENV['ADMIN_TOKEN']!);
+    const secret = DEV_ENV['DEMO_CALLER_SECRET']!;
+    const oldToken = await tokenFrom(authB, 'demo-caller', secret);
+    const oldKid = decodeProtectedHeader(oldToken).kid;
+    const rotatedAt = Date.now();
+    const keys = await admin.rotateKeys();
+    const newKid = keys.find((key) => key.state === 'current')!.kid;
+    assert.notEqual(newKid, oldKid);
+    assert.equal(decodeProtectedHeader(await tokenFrom(authA, 'demo-caller', secret)).kid, newKid, 'the replica that rotated signs with the new key at once');
+
+    const fromB = await waitFor(
+      'a token with the new kid from the other replica',
+      async () => {
+        const token = await tokenFrom(authB, 'demo-caller', secret);
+        return decodeProtectedHeader(token).kid === newKid ? token : undefined;
+      },
+      PROPAGATION_BOUND_MS,
+    );
+    const seenAfterMs = Date.now() - rotatedAt;
+    assert.ok(seenAfterMs <= PROPAGATION_BOUND_MS, `seen after ${seenAfterMs} ms`);
+    assert.equal(await (await fetch(`http://localhost:${authA.port}/jwks`)).text(), await (await fetch(`http://localhost:${authB.port}/jwks`)).text(), 'both publish the same JWKS');
+
+    const roomy = await tokenFrom(authB, 'scale-roomy', roomySecret);
+    for (const url of [predictorA.url, predictorB.url]) {
+      for (const token of [oldToken, fromB, roomy]) {
+        const response = await predict(url, token);
+        assert.equal(response.status, 200, `${url} with kid ${decodeProtectedHeader(token).kid}: ${await response.text()}`);
+      }
+    }
+  });
+});
+
+describe('a lost Redis under load', () => {
+  const prefix = `test:outage:${process.pid}:${Date.now()}:`;
+  let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
+  let redisServer: ManagedProcess;
+  let redisPort: number;
+  let auth: RunningAuthServer;
+  let predictor: RunningPredictor;
+
+  const startRedis = async () => {
+    redisServer = startRedisServer(redisPort);
+    await waitFor('the private redis-server', () => requireRedis(`redis://127.0.0.1:${redisPort}`).then(() => true, () => undefined));
+  };
+
+  before(async () => {
+    dataDir = await temporaryDirectory('redis-outage');
+    redisPort = await freePort();
+    await startRedis();
+    auth = await startAuthServer({ dataDir: `${dataDir.path}/auth` });
+    predictor = await startPredictor({
+      issuer: auth.issuer,
+      dataDir: `${dataDir.path}/predictor`,
+      env: { REDIS_URL: `redis://127.0.0.1:${redisPort}`, REDIS_KEY_PREFIX: prefix, IDEMPOTENCY_STORE: 'memory' },
+    });
+  });
+
+  after(async () => {
+    await stopAll();
+    await redisServer?.stop();
+    await dataDir?.remove();
+  });
+
+  it('answers 503 with Retry-After while Redis is down, recovers by itself when it returns, never 500, never exits', async () => {
+    const token = (await requestToken(auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!, { scope: 'predict' })).body['access_token'] as string;
+    const seen: { status: number; retryAfter: string | null }[] = [];
+    let running = true;
+    const load = Promise.all(
+      Array.from({ length: 2 }, async () => {
+        while (running) {
+          const response = await predict(predictor.url, token);
+          seen.push({ status: response.status, retryAfter: response.headers.get('retry-after') });
+          await response.arrayBuffer();
+          // The standard plan allows 10 a second; stay under it so every refusal is the outage's.
+          await sleep(250);
+        }
+      }),
+    );
+    const count = (status: number) => seen.filter((entry) => entry.status === status).length;
+    try {
+      await waitFor('successes before the outage', async () => (count(200) >= 5 ? true : undefined));
+      await redisServer.stop();
+      await waitFor('503s during the outage', async () => (count(503) >= 5 ? true : undefined));
+      const notReady = await fetch(`${predictor.url}/readyz`);
+      assert.equal(notReady.status, 503);
+      assert.match(await notReady.text(), /rate_limiter store \(redis\) unavailable/);
+
+      const successesDuringOutage = count(200);
+      await startRedis();
+      await waitFor('successes after Redis returned', async () => (count(200) >= successesDuringOutage + 5 ? true : undefined), 20_000);
+    } finally {
+      running = false;
+      await load;
+    }
+    assert.deepEqual([...new Set(seen.map((entry) => entry.status))].sort(), [200, 503], 'nothing but 200 and 503 (no 500, no 429)');
+    assert.ok(seen.filter((entry) => entry.status === 503).every((entry) => entry.retryAfter === '1'), 'every 503 carries Retry-After');
+    assert.equal(predictor.process.child.exitCode, null, 'the predictor is still running');
+    assert.equal((await fetch(`${predictor.url}/readyz`)).status, 200);
+    assert.ok((await metric(predictor.url, /^predictor_store_failures_total\{store="rate_limiter",action="refused"\} (\d+)/m)) >= 5);
+    assert.equal(await metric(predictor.url, /^predictor_store_up\{store="rate_limiter"\} (\d+)/m), 1);
+    const events = predictor.process.records.map((record) => record['event']);
+    assert.ok(events.includes('store.down') && events.includes('store.up'), 'the outage and the recovery are logged');
+  });
+});
+
+describe('the engines the scale-out tests need', () => {
+  it('fail at once with what is missing and how to start it, instead of hanging', async () => {
+    const port = await freePort();
+    await assert.rejects(requireRedis(`redis://127.0.0.1:${port}`), (error: Error) => error instanceof EngineUnavailable && /Redis is not reachable.*redis-server --daemonize yes/.test(error.message));
+    await assert.rejects(requirePostgres(`postgres://postgres@127.0.0.1:${port}/test`), (error: Error) => error instanceof EngineUnavailable && /PostgreSQL is not reachable.*pg_ctlcluster/.test(error.message));
+  });
+
+  it('are started by .ci/run when they are down', async () => {
+    const ci = await readFile(`${REPOSITORY_ROOT}/.ci/run`, 'utf8');
+    assert.match(ci, /pg_isready[^\n]*\n\s*pg_ctlcluster --skip-systemctl-redirect "\$\(ls \/etc\/postgresql\)" main start/);
+    assert.match(ci, /redis-cli[^\n]*ping[^\n]*\n\s*redis-server --daemonize yes --bind 127\.0\.0\.1 --port 6379 --save "" --appendonly no/);
+    assert.ok(ci.indexOf('redis-server --daemonize') < ci.lastIndexOf('npm test'), 'before the tests run');
+  });
+});
