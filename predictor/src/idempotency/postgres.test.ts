@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../testing/engines.js';
 import { IdempotencyDatabaseUnreachable, PostgresIdempotencyStore, type PostgresIdempotencyStoreOptions } from './postgres.js';
-import { UnsupportedIdempotencySchema } from './sqlite.js';
+import { UnsupportedIdempotencySchema } from './store.js';
 import { describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
 
 const schemas: string[] = [];

@@ -1,8 +1,8 @@
 import pg from 'pg';
-import { UnsupportedIdempotencySchema } from './sqlite.js';
 import {
   claimExpiresAt,
   IdempotencyStoreClosed,
+  UnsupportedIdempotencySchema,
   judgeExistingRecord,
   resolveBatchSize,
   resolveStoreOptions,

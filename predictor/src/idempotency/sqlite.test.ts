@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { SqliteIdempotencyStore, UnsupportedIdempotencySchema } from './sqlite.js';
+import { SqliteIdempotencyStore } from './sqlite.js';
+import { UnsupportedIdempotencySchema } from './store.js';
 import { describeIdempotencyStoreContract, LOCK_TIMEOUT_MS, ManualClock, RESPONSE, RETENTION_MS, START_MS } from './store-contract.js';
 
 let directory: string;

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import {
   claimExpiresAt,
   IdempotencyStoreClosed,
+  UnsupportedIdempotencySchema,
   judgeExistingRecord,
   resolveBatchSize,
   resolveStoreOptions,
@@ -21,14 +22,6 @@ export interface SqliteIdempotencyStoreOptions extends IdempotencyStoreOptions {
    * SQLITE_BUSY (ms). Several predictor processes may share one file. Default 5 000.
    */
   busyTimeoutMs?: number;
-}
-
-/** The file was written by a newer predictor whose schema this one does not know. */
-export class UnsupportedIdempotencySchema extends Error {
-  override name = 'UnsupportedIdempotencySchema';
-  constructor(readonly found: number, readonly supported: number) {
-    super(`The idempotency database has schema version ${found}; this predictor supports up to ${supported}.`);
-  }
 }
 
 /** An invariant of the claim transaction did not hold: the database was changed behind the store's back. */

@@ -56,6 +56,14 @@ export class IdempotencyStoreClosed extends Error {
   }
 }
 
+/** The database was migrated by a newer predictor whose schema this one does not know. */
+export class UnsupportedIdempotencySchema extends Error {
+  override name = 'UnsupportedIdempotencySchema';
+  constructor(readonly found: number, readonly supported: number) {
+    super(`The idempotency database has schema version ${found}; this predictor supports up to ${supported}.`);
+  }
+}
+
 export interface ResolvedStoreOptions {
   retentionMs: number;
   lockTimeoutMs: number;
