@@ -13,7 +13,8 @@ try {
 } catch (error) {
   if (error instanceof ConfigError || error instanceof SigningKeysError || error instanceof StateUnavailable) {
     process.stderr.write(`auth-server: ${error.message}\n`);
-    process.exit(2);
+    // 2: fix the configuration; 1: the database may come back, a restart may succeed.
+    process.exit(error instanceof StateUnavailable ? 1 : 2);
   }
   throw error;
 }
