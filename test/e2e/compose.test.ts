@@ -25,16 +25,37 @@ interface ServiceCode {
   portVariable?: string;
   /** The variable holding the directory that must be on a named volume. */
   dataVariable?: string;
+  /** Whether, with this environment, the service keeps durable state in dataVariable (default: yes). */
+  keepsDataIn?: (environment: Record<string, string>) => boolean;
 }
 
-/** The services built from this repository, and the code each one runs. */
+/**
+ * The code each image of this repository runs, by the folder of its Dockerfile: the
+ * default profile's `auth-server`, `predictor` and `caller`, and the `distributed`
+ * profile's replicas (`auth-server-1` runs auth-server/Dockerfile's image, and so on).
+ */
 const SERVICE_CODE: Record<string, ServiceCode> = {
-  'auth-server': { sources: ['auth-server/src', 'common/src'], portVariable: 'AUTH_PORT', dataVariable: 'DATA_DIR' },
-  predictor: { sources: ['predictor/src', 'common/src'], portVariable: 'PREDICTOR_PORT', dataVariable: 'PREDICTOR_DATA_DIR' },
+  'auth-server': {
+    sources: ['auth-server/src', 'common/src'],
+    portVariable: 'AUTH_PORT',
+    dataVariable: 'DATA_DIR',
+    // With DATABASE_URL, keys and clients are in PostgreSQL (auth-server/src/state/open.ts).
+    keepsDataIn: (environment) => !environment['DATABASE_URL'],
+  },
+  predictor: {
+    sources: ['predictor/src', 'common/src'],
+    portVariable: 'PREDICTOR_PORT',
+    dataVariable: 'PREDICTOR_DATA_DIR',
+    // SQLite idempotency records (the default without DATABASE_URL) and the API-key database.
+    keepsDataIn: (environment) => {
+      const idempotency = environment['IDEMPOTENCY_STORE'] ?? (environment['DATABASE_URL'] ? 'postgres' : 'sqlite');
+      return idempotency === 'sqlite' || environment['API_KEYS'] !== 'false';
+    },
+  },
   // The caller container runs the demo (test/src) on the caller library.
   caller: { sources: ['test/src', 'caller/src', 'common/src'] },
 };
-const DISTRIBUTED_SERVICES = ['redis', 'postgres'];
+const DISTRIBUTED = 'distributed';
 /** Read by Node.js itself or by every library, not by our configuration code. */
 const ALWAYS_ALLOWED = new Set(['NODE_ENV', 'NODE_OPTIONS']);
 
@@ -59,7 +80,8 @@ interface ComposeFile {
 
 const root = (path: string) => join(REPOSITORY_ROOT, path);
 const composeText = readFileSync(root('docker-compose.yml'), 'utf8');
-const compose = parseYaml(composeText) as ComposeFile;
+// `merge`: the distributed replicas are merged from templates (`<<: *auth-server-replica`), as Compose does.
+const compose = parseYaml(composeText, { merge: true }) as ComposeFile;
 const services = compose?.services ?? {};
 const builtServices = Object.entries(services).filter(([, service]) => service.build !== undefined);
 
@@ -88,10 +110,38 @@ function dockerfilePathOf(service: ComposeService): string {
   return posix.normalize(posix.join(context, dockerfile));
 }
 
+/** `auth-server-2` → `auth-server`: the folder of the Dockerfile a built service runs. */
+function kindOf(name: string): string {
+  const service = services[name];
+  assert.ok(service?.build !== undefined, `service ${name} is not built from this repository`);
+  return dockerfilePathOf(service).split('/')[0]!;
+}
+
 function codeOf(name: string): ServiceCode {
-  const code = SERVICE_CODE[name];
-  assert.ok(code, `service ${name} is built from this repository but the test does not know its code; add it to SERVICE_CODE`);
+  const code = SERVICE_CODE[kindOf(name)];
+  assert.ok(code, `service ${name} is built from ${dockerfilePathOf(services[name]!)}, whose code the test does not know; add it to SERVICE_CODE`);
   return code;
+}
+
+const profilesOf = (service: ComposeService) => service.profiles ?? [];
+/** The services of the distributed profile (they start with `--profile distributed`, beside the default ones). */
+const distributedServices = Object.entries(services).filter(([, service]) => profilesOf(service).includes(DISTRIBUTED));
+const distributedBuilt = distributedServices.filter(([, service]) => service.build !== undefined);
+const replicasOf = (kind: string) => distributedBuilt.filter(([name]) => kindOf(name) === kind);
+
+/** `${VAR:-default}` and `${VAR-default}` → default, `${VAR}` → '': the value with nothing set in the shell. */
+function interpolate(value: string): string {
+  return value.replace(/\$\{(\w+)(?::?-([^}]*))?\}/g, (_match, _name: string, fallback?: string) => fallback ?? '');
+}
+
+function dependsOnOf(service: ComposeService): Map<string, string | undefined> {
+  const dependsOn = service.depends_on;
+  if (dependsOn === undefined) return new Map();
+  return new Map(Array.isArray(dependsOn) ? dependsOn.map((target) => [target, undefined]) : Object.entries(dependsOn).map(([target, options]) => [target, options?.condition]));
+}
+
+function imageOf(name: string): string {
+  return services[name]?.image ?? '';
 }
 
 // ---------------------------------------------------------------------------
@@ -316,6 +366,126 @@ function bundleRunBy(command: string[]): string | undefined {
 }
 
 // ---------------------------------------------------------------------------
+// The load balancer of the distributed profile (nginx)
+// ---------------------------------------------------------------------------
+
+interface NginxDirective {
+  name: string;
+  args: string[];
+  /** The directives inside `{ … }` (http, upstream, server, location, map, events). */
+  block?: NginxDirective[];
+}
+
+/** A minimal nginx configuration parser: directives, nested blocks, quoted strings and comments. */
+function parseNginx(text: string): NginxDirective[] {
+  const tokens = [...text.matchAll(/#[^\n]*|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([{};])|([^\s{};#"']+)/g)]
+    .filter((match) => !match[0].startsWith('#'))
+    .map((match) => ({ text: match[1] ?? match[2] ?? match[3] ?? match[4]!, structural: match[3] !== undefined }));
+  let index = 0;
+  const parseBlock = (nested: boolean): NginxDirective[] => {
+    const directives: NginxDirective[] = [];
+    let words: string[] = [];
+    while (index < tokens.length) {
+      const token = tokens[index++]!;
+      if (!token.structural) {
+        words.push(token.text);
+        continue;
+      }
+      if (token.text === '}') {
+        assert.ok(nested && words.length === 0, `nginx configuration: unexpected } after ${words.join(' ') || 'nothing'}`);
+        return directives;
+      }
+      assert.ok(words.length > 0, `nginx configuration: ${token.text} without a directive`);
+      directives.push({ name: words[0]!, args: words.slice(1), ...(token.text === '{' ? { block: parseBlock(true) } : {}) });
+      words = [];
+    }
+    assert.ok(!nested && words.length === 0, 'nginx configuration: unterminated block or directive');
+    return directives;
+  };
+  return parseBlock(false);
+}
+
+const directivesNamed = (directives: NginxDirective[] | undefined, name: string) => (directives ?? []).filter((directive) => directive.name === name);
+
+interface Upstream {
+  /** `server host:port params…` */
+  servers: { host: string; port: number; params: string[] }[];
+  directives: NginxDirective[];
+}
+
+interface LoadBalancer {
+  name: string;
+  service: ComposeService;
+  /** The nginx.conf mounted into it, relative to the repository root. */
+  configPath: string;
+  http: NginxDirective[];
+  upstreams: Map<string, Upstream>;
+  /** Listening port → the upstream its locations proxy to. */
+  listeners: Map<number, string>;
+}
+
+const NGINX_CONF = '/etc/nginx/nginx.conf';
+
+/** The distributed profile's `lb` and the nginx configuration it mounts (asserts the shape on the way). */
+function loadBalancer(): LoadBalancer {
+  const name = 'lb';
+  const service = services[name];
+  assert.ok(service, 'the distributed profile needs a load balancer service `lb`');
+  assert.match(service.image ?? '', /^nginx:/, 'lb runs nginx');
+  const mount = (service.volumes ?? [])
+    .map((volume) => (typeof volume === 'object' ? { source: volume.source ?? '', target: volume.target } : { source: volume.split(':')[0] ?? '', target: volume.split(':')[1] ?? '' }))
+    .find((volume) => volume.target === NGINX_CONF);
+  assert.ok(mount, `lb must mount its configuration at ${NGINX_CONF}`);
+  assert.match(mount.source, /^\.\/deploy\//, 'the LB configuration is committed under deploy/');
+  const configPath = posix.normalize(mount.source);
+  assert.ok(existsSync(root(configPath)), `${configPath} (mounted by lb) does not exist`);
+  const top = parseNginx(readFileSync(root(configPath), 'utf8'));
+  const [http] = directivesNamed(top, 'http');
+  assert.ok(http?.block, `${configPath}: no http { } block`);
+  const upstreams = new Map<string, Upstream>();
+  for (const upstream of directivesNamed(http.block, 'upstream')) {
+    const servers = directivesNamed(upstream.block, 'server').map((server) => {
+      const match = /^([\w.-]+):(\d+)$/.exec(server.args[0] ?? '');
+      assert.ok(match, `${configPath}: upstream ${upstream.args[0]}: server ${server.args.join(' ')} is not host:port`);
+      return { host: match[1]!, port: Number(match[2]), params: server.args.slice(1) };
+    });
+    upstreams.set(upstream.args[0]!, { servers, directives: upstream.block ?? [] });
+  }
+  const listeners = new Map<number, string>();
+  for (const server of directivesNamed(http.block, 'server')) {
+    const passes = directivesNamed(server.block, 'location').flatMap((location) => directivesNamed(location.block, 'proxy_pass'));
+    for (const listen of directivesNamed(server.block, 'listen')) {
+      const port = Number(/(\d+)$/.exec(listen.args[0] ?? '')?.[1]);
+      assert.ok(passes.length > 0, `${configPath}: the server listening on ${port} proxies nowhere`);
+      for (const pass of passes) {
+        const target = /^https?:\/\/([\w.-]+)\/?$/.exec(pass.args[0] ?? '')?.[1];
+        assert.ok(target && upstreams.has(target), `${configPath}: proxy_pass ${pass.args[0]} on port ${port} names no upstream block`);
+        assert.ok(!listeners.has(port) || listeners.get(port) === target, `${configPath}: port ${port} proxies to two upstreams`);
+        listeners.set(port, target);
+      }
+    }
+  }
+  return { name, service, configPath, http: http.block, upstreams, listeners };
+}
+
+/** The ports the service listens on in its container: *_PORT for ours, the listeners for the LB. */
+function listeningPortsOf(name: string): number[] {
+  if (name === 'lb') return [...loadBalancer().listeners.keys()];
+  return Object.entries(environmentOf(services[name]!))
+    .filter(([variable]) => variable.endsWith('_PORT'))
+    .map(([, value]) => Number(value));
+}
+
+/** `"19000:9000"`, `"127.0.0.1:19000:9000/tcp"`, `{ target, published }` → host and container port. */
+function publishedPorts(service: ComposeService): { host: string | undefined; container: number }[] {
+  return (service.ports ?? []).map((mapping) => {
+    if (typeof mapping === 'object') return { host: mapping.published === undefined ? undefined : String(mapping.published), container: Number(mapping.target) };
+    const parts = String(mapping).split('/')[0]!.split(':');
+    return { host: parts.length > 1 ? parts.at(-2) : undefined, container: Number(parts.at(-1)) };
+  });
+}
+
+// ---------------------------------------------------------------------------
 // The checks
 // ---------------------------------------------------------------------------
 
@@ -327,13 +497,21 @@ describe('docker-compose.yml', () => {
       assert.ok(services[name].build, `service ${name} must be built from this repository`);
       assert.equal(services[name].profiles, undefined, `service ${name} must start with a plain \`docker compose up\``);
     }
-    for (const name of DISTRIBUTED_SERVICES) {
-      assert.ok(services[name], `service ${name} missing`);
-      assert.deepEqual(services[name].profiles, ['distributed'], `${name} belongs to the distributed profile only`);
-      assert.ok(healthCommand(services[name]), `${name} needs a health check`);
+    for (const name of ['redis', 'postgres', 'lb']) assert.ok(services[name], `service ${name} missing`);
+    for (const [name, service] of Object.entries(services)) {
+      if (service.profiles === undefined) continue;
+      assert.deepEqual(service.profiles, [DISTRIBUTED], `${name} belongs to the distributed profile only`);
+      assert.ok(healthCommand(service), `${name} needs a health check`);
     }
     assert.match(services['redis']?.image ?? '', /^redis:7/);
     assert.match(services['postgres']?.image ?? '', /^postgres:16/);
+    assert.ok(replicasOf('auth-server').length >= 2, 'the distributed profile runs two or more auth-server replicas');
+    assert.ok(replicasOf('predictor').length >= 2, 'the distributed profile runs two or more predictor replicas');
+    assert.deepEqual(
+      distributedBuilt.filter(([name]) => !['auth-server', 'predictor'].includes(kindOf(name))).map(([name]) => name),
+      [],
+      'the distributed profile builds only auth-server and predictor replicas',
+    );
   });
 
   it('the caller runs the demo once against the compose services', () => {
@@ -388,13 +566,15 @@ describe('docker-compose.yml', () => {
       const { portVariable } = codeOf(name);
       if (portVariable) {
         assert.ok(environment[portVariable], `${name} must set ${portVariable} explicitly`);
-        assert.ok(containerPorts.includes(Number(environment[portVariable])), `${name} must publish ${portVariable}=${environment[portVariable]}`);
+        // The default profile's servers are reached from the host; the distributed replicas only through the LB.
+        if (profilesOf(service).includes(DISTRIBUTED)) assert.deepEqual(containerPorts, [], `${name} is a replica behind the LB and must publish no port`);
+        else assert.ok(containerPorts.includes(Number(environment[portVariable])), `${name} must publish ${portVariable}=${environment[portVariable]}`);
       }
     }
   });
 
   it('points every URL naming a compose service at a port that service listens on, and agrees on issuer and audience', () => {
-    const portsOf = (name: string) => Object.entries(environmentOf(services[name]!)).filter(([variable]) => variable.endsWith('_PORT')).map(([, value]) => Number(value));
+    const portsOf = listeningPortsOf;
     for (const [name, service] of builtServices) {
       for (const [variable, value] of Object.entries(environmentOf(service))) {
         if (!/^https?:\/\//.test(value)) continue;
@@ -404,9 +584,13 @@ describe('docker-compose.yml', () => {
         assert.ok(portsOf(url.hostname).includes(port), `${name}: ${variable}=${value}, but ${url.hostname} listens on ${portsOf(url.hostname).join(', ')}`);
       }
     }
-    for (const variable of ['ISSUER', 'PREDICTOR_AUDIENCE']) {
-      const values = new Set(builtServices.map(([, service]) => environmentOf(service)[variable]).filter((value) => value !== undefined));
-      assert.equal(values.size, 1, `${variable} differs between services: ${[...values].join(', ')} (tokens would be refused)`);
+    // Per stack: the default services, and the distributed replicas (whose issuer is the LB).
+    const stacks = [builtServices.filter(([, service]) => service.profiles === undefined), distributedBuilt];
+    for (const stack of stacks) {
+      for (const variable of ['ISSUER', 'PREDICTOR_AUDIENCE']) {
+        const values = new Set(stack.map(([, service]) => environmentOf(service)[variable]).filter((value) => value !== undefined));
+        assert.equal(values.size, 1, `${variable} differs between ${stack.map(([name]) => name).join(', ')}: ${[...values].join(', ')} (tokens would be refused)`);
+      }
     }
     assert.equal(environmentOf(services['caller']!)['PREDICTOR_URL'], environmentOf(services['predictor']!)['PREDICTOR_AUDIENCE']);
   });
@@ -474,8 +658,8 @@ describe('docker-compose.yml', () => {
       for (const mount of mounts.filter((entry) => entry.named)) {
         assert.ok(declared.has(mount.source), `${name} mounts volume ${mount.source}, which is not declared under volumes:`);
       }
-      const { dataVariable } = SERVICE_CODE[name] ?? {};
-      if (dataVariable) {
+      const { dataVariable, keepsDataIn = () => true } = service.build === undefined ? {} : codeOf(name);
+      if (dataVariable && keepsDataIn(environmentOf(service))) {
         const directory = environmentOf(service)[dataVariable];
         assert.ok(directory, `${name} must set ${dataVariable}`);
         assert.ok(
@@ -484,7 +668,9 @@ describe('docker-compose.yml', () => {
         );
       }
     }
-    assert.deepEqual([...declared].sort(), ['auth-data', 'predictor-data']);
+    assert.deepEqual([...declared].sort(), ['auth-data', 'postgres-data', 'predictor-data']);
+    const postgresData = (services['postgres']?.volumes ?? []).find((volume) => (typeof volume === 'string' ? volume.split(':')[1] : volume.target) === '/var/lib/postgresql/data');
+    assert.ok(postgresData, 'postgres keeps /var/lib/postgresql/data on the named volume postgres-data');
   });
 
   it('`docker compose config` accepts the file (where a compose binary works)', (t) => {
@@ -500,6 +686,213 @@ describe('docker-compose.yml', () => {
       return;
     }
     t.skip('no `docker compose` or `docker-compose` binary that supports `config` is installed (docker itself has no compose plugin here)');
+  });
+});
+
+describe('the distributed profile', () => {
+  const auths = replicasOf('auth-server');
+  const predictors = replicasOf('predictor');
+  const valuesOf = (replicas: [string, ComposeService][], variable: string) => new Set(replicas.map(([, service]) => environmentOf(service)[variable]));
+
+  /** Variables the official images document (docs.docker.com / Docker Hub pages of postgres, redis, nginx). */
+  const IMAGE_VARIABLES: Record<string, Set<string>> = {
+    postgres: new Set(['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_PASSWORD_FILE', 'POSTGRES_DB', 'POSTGRES_INITDB_ARGS', 'POSTGRES_HOST_AUTH_METHOD', 'PGDATA']),
+    redis: new Set(),
+    nginx: new Set(['NGINX_ENVSUBST_TEMPLATE_DIR', 'NGINX_ENVSUBST_OUTPUT_DIR', 'NGINX_ENTRYPOINT_QUIET_LOGS']),
+  };
+
+  it('sets on the images it does not build only the variables those images read', () => {
+    for (const [name, service] of distributedServices.filter(([, entry]) => entry.build === undefined)) {
+      const image = imageOf(name).split(':')[0]!;
+      const known = IMAGE_VARIABLES[image];
+      assert.ok(known, `${name}: the test does not know the variables of image ${imageOf(name)}; add them to IMAGE_VARIABLES`);
+      for (const variable of Object.keys(environmentOf(service))) assert.ok(known.has(variable), `${name}: ${variable} is not a variable of ${imageOf(name)}`);
+    }
+  });
+
+  it('the replicas set the scale-out variables, and their code reads every one (as the config files do)', () => {
+    const predictorReads = variablesReadBy(SERVICE_CODE['predictor']!.sources);
+    const authReads = variablesReadBy(SERVICE_CODE['auth-server']!.sources);
+    for (const variable of ['REDIS_URL', 'REDIS_KEY_PREFIX', 'DATABASE_URL', 'DATABASE_SCHEMA', 'RATE_LIMIT_ON_STORE_FAILURE', 'IDEMPOTENCY_ON_STORE_FAILURE', 'DEGRADED_LIMIT_PERCENT', 'SIMULATED_INFERENCE_MS']) {
+      assert.ok(predictorReads.has(variable), `predictor/src reads no ${variable}`);
+    }
+    for (const variable of ['DATABASE_URL', 'DATABASE_SCHEMA', 'STATE_SYNC_MS']) assert.ok(authReads.has(variable), `auth-server/src reads no ${variable}`);
+    for (const [name, service] of predictors) {
+      const environment = environmentOf(service);
+      for (const variable of ['REDIS_URL', 'DATABASE_URL', 'ISSUER', 'PREDICTOR_AUDIENCE']) assert.ok(environment[variable], `${name} must set ${variable}`);
+      // A rehearsal knob: never in a compose setup that someone may take for a template.
+      assert.equal(environment['SIMULATED_INFERENCE_MS'], undefined, `${name}: SIMULATED_INFERENCE_MS is for rehearsals only`);
+      assert.ok([undefined, 'redis'].includes(environment['RATE_LIMIT_STORE']), `${name}: RATE_LIMIT_STORE=${environment['RATE_LIMIT_STORE']} keeps limits per replica`);
+      assert.ok([undefined, 'postgres'].includes(environment['IDEMPOTENCY_STORE']), `${name}: IDEMPOTENCY_STORE=${environment['IDEMPOTENCY_STORE']} keeps idempotency records per replica`);
+    }
+    for (const [name, service] of auths) {
+      assert.ok(environmentOf(service)['DATABASE_URL'], `${name} must set DATABASE_URL (keys and clients shared by the replicas)`);
+      assert.ok(envFilesOf(service).includes('dev.env'), `${name} needs the demo clients of dev.env, as the default auth-server`);
+      assert.equal(environmentOf(service)['ADMIN_HOST'], undefined, `${name}: the admin interface stays on the replica's loopback`);
+    }
+  });
+
+  it('the replicas point at the redis and postgres services of the profile, and wait for them', () => {
+    const postgres = environmentOf(services['postgres']!);
+    for (const [name, service] of [...predictors, ...auths]) {
+      const environment = environmentOf(service);
+      const dependsOn = dependsOnOf(service);
+      const targets: [string, RegExp, number][] = [['DATABASE_URL', /^postgres:/, 5432]];
+      if (kindOf(name) === 'predictor') targets.push(['REDIS_URL', /^redis:/, 6379]);
+      for (const [variable, image, defaultPort] of targets) {
+        const url = new URL(interpolate(environment[variable] ?? ''));
+        const target = services[url.hostname];
+        assert.ok(target, `${name}: ${variable} names ${url.hostname}, which is not a service`);
+        assert.match(imageOf(url.hostname), image, `${name}: ${variable} names ${url.hostname}, which runs ${imageOf(url.hostname)}`);
+        assert.ok(profilesOf(target).includes(DISTRIBUTED), `${name}: ${variable} names ${url.hostname}, which is not in the distributed profile`);
+        assert.equal(Number(url.port || defaultPort), defaultPort, `${name}: ${variable} port`);
+        assert.equal(dependsOn.get(url.hostname), 'service_healthy', `${name} must wait for ${url.hostname} to be healthy`);
+      }
+      const database = new URL(interpolate(environment['DATABASE_URL'] ?? ''));
+      assert.equal(decodeURIComponent(database.username), interpolate(postgres['POSTGRES_USER'] ?? 'postgres'), `${name}: DATABASE_URL's user is not POSTGRES_USER`);
+      assert.equal(decodeURIComponent(database.password), interpolate(postgres['POSTGRES_PASSWORD'] ?? ''), `${name}: DATABASE_URL's password is not POSTGRES_PASSWORD's default`);
+      // The same variable on both sides, so that setting POSTGRES_PASSWORD changes both.
+      assert.ok((environment['DATABASE_URL'] ?? '').includes(`:${postgres['POSTGRES_PASSWORD']}@`), `${name}: DATABASE_URL must interpolate POSTGRES_PASSWORD as the postgres service does`);
+      assert.equal(database.pathname, `/${interpolate(postgres['POSTGRES_DB'] ?? '')}`, `${name}: DATABASE_URL's database is not POSTGRES_DB`);
+    }
+    for (const [name] of predictors) {
+      for (const [auth] of auths) assert.ok(dependsOnOf(services[name]!).has(auth), `${name} should start after ${auth}`);
+    }
+    assert.match(interpolate(environmentOf(services['postgres']!)['POSTGRES_PASSWORD'] ?? ''), /dev/, 'the default POSTGRES_PASSWORD must say it is a dev one');
+  });
+
+  it('the replicas of each server share one configuration of issuer, audience and state', () => {
+    for (const [replicas, variables] of [
+      [auths, ['ISSUER', 'PREDICTOR_AUDIENCE', 'DATABASE_URL', 'DATABASE_SCHEMA', 'ACCESS_TOKEN_TTL', 'STATE_SYNC_MS']],
+      [predictors, ['ISSUER', 'PREDICTOR_AUDIENCE', 'JWKS_URI', 'REDIS_URL', 'REDIS_KEY_PREFIX', 'DATABASE_URL', 'DATABASE_SCHEMA', 'RATE_LIMIT_ON_STORE_FAILURE', 'IDEMPOTENCY_ON_STORE_FAILURE', 'API_KEYS']],
+    ] as const) {
+      for (const variable of variables) {
+        const values = valuesOf(replicas, variable);
+        assert.equal(values.size, 1, `${variable} differs between ${replicas.map(([name]) => name).join(', ')}: ${[...values].join(', ')}`);
+      }
+    }
+    assert.deepEqual(valuesOf(predictors, 'ISSUER'), valuesOf(auths, 'ISSUER'), 'the predictors accept the issuer the auth-server replicas sign as');
+    // API keys are a SQLite file per replica: a key made on one would be refused by the others.
+    assert.deepEqual(valuesOf(predictors, 'API_KEYS'), new Set(['false']), 'API keys are not shared between predictor replicas; turn them off (API_KEYS=false)');
+  });
+
+  it('the issuer is the LB’s auth listener, which balances exactly the auth-server replicas', () => {
+    const lb = loadBalancer();
+    const [issuer] = valuesOf(auths, 'ISSUER');
+    const url = new URL(issuer ?? '');
+    assert.equal(url.hostname, lb.name, `ISSUER=${issuer}: the replicas' issuer must be the public URL in front of them, the LB`);
+    const upstream = lb.listeners.get(Number(url.port || 80));
+    assert.ok(upstream, `ISSUER=${issuer}, but ${lb.configPath} does not listen on port ${url.port || 80}`);
+    assert.deepEqual(
+      lb.upstreams.get(upstream)!.servers.map((server) => server.host).sort(),
+      auths.map(([name]) => name).sort(),
+      `${lb.configPath}: upstream ${upstream} (the issuer's port) must balance exactly the auth-server replicas`,
+    );
+    const jwksUri = [...valuesOf(predictors, 'JWKS_URI')][0];
+    if (jwksUri !== undefined) assert.equal(new URL(jwksUri).origin, url.origin, 'JWKS_URI must go through the LB as the issuer does');
+  });
+
+  it('the nginx upstreams name replicas of the profile, on the ports their code listens on, and leave none out', () => {
+    const lb = loadBalancer();
+    const balanced = new Set<string>();
+    assert.ok(lb.upstreams.size > 0, `${lb.configPath}: no upstream block`);
+    for (const [upstream, { servers }] of lb.upstreams) {
+      assert.ok(servers.length >= 2, `${lb.configPath}: upstream ${upstream} balances ${servers.length} server(s)`);
+      const kinds = new Set<string>();
+      for (const server of servers) {
+        const service = services[server.host];
+        assert.ok(service, `${lb.configPath}: upstream ${upstream} names ${server.host}, which is not a service`);
+        assert.ok(profilesOf(service).includes(DISTRIBUTED), `${lb.configPath}: ${server.host} is not in the distributed profile`);
+        assert.ok(service.build !== undefined, `${lb.configPath}: ${server.host} is not built from this repository`);
+        const code = codeOf(server.host);
+        assert.ok(code.portVariable, `${lb.configPath}: ${server.host} listens on no port`);
+        const fallback = defaultPortInCode(code, code.portVariable);
+        assert.equal(server.port, fallback, `${lb.configPath}: ${server.host}:${server.port}, but the code listens on ${fallback} by default`);
+        assert.equal(server.port, Number(environmentOf(service)[code.portVariable]), `${lb.configPath}: ${server.host}:${server.port}, but ${code.portVariable}=${environmentOf(service)[code.portVariable]}`);
+        assert.notEqual(server.port, Number(environmentOf(service)['ADMIN_PORT'] ?? 9001), `${lb.configPath}: the admin interface must not be behind the LB`);
+        kinds.add(kindOf(server.host));
+        balanced.add(server.host);
+      }
+      assert.equal(kinds.size, 1, `${lb.configPath}: upstream ${upstream} mixes ${[...kinds].join(' and ')}`);
+      if (servers.some((server) => server.params.includes('resolve'))) {
+        assert.ok(directivesNamed(lb.upstreams.get(upstream)!.directives, 'zone').length === 1, `${lb.configPath}: upstream ${upstream}: \`resolve\` needs a zone`);
+      }
+    }
+    assert.deepEqual(
+      [...auths, ...predictors].map(([name]) => name).filter((name) => !balanced.has(name)),
+      [],
+      'replicas no upstream balances (they would take no traffic)',
+    );
+    assert.ok(
+      [...lb.listeners.values()].some((upstream) => lb.upstreams.get(upstream)!.servers.every((server) => kindOf(server.host) === 'predictor')),
+      `${lb.configPath}: no listener balances the predictor replicas`,
+    );
+    const usesResolve = [...lb.upstreams.values()].some(({ servers }) => servers.some((server) => server.params.includes('resolve')));
+    if (usesResolve) {
+      assert.ok(directivesNamed(lb.http, 'resolver').length > 0, `${lb.configPath}: upstream servers with \`resolve\` need a resolver`);
+      const version = /^nginx:(\d+)\.(\d+)\.(\d+)/.exec(imageOf(lb.name));
+      assert.ok(version, `lb: pin nginx to a patch release (\`resolve\` in upstream blocks needs open-source nginx 1.27.3 or later), not ${imageOf(lb.name)}`);
+      const [major, minor, patch] = version.slice(1).map(Number) as [number, number, number];
+      assert.ok(major > 1 || minor > 27 || (minor === 27 && patch >= 3), `lb: ${imageOf(lb.name)} is older than nginx 1.27.3 (no \`resolve\` in upstream blocks)`);
+    }
+  });
+
+  it('the LB retries only connection errors, never a request that reached a replica, and passes the client’s Host and X-Forwarded-*', () => {
+    const lb = loadBalancer();
+    const everywhere = (directives: NginxDirective[]): NginxDirective[] => directives.flatMap((directive) => [directive, ...everywhere(directive.block ?? [])]);
+    const all = everywhere(lb.http);
+    const nextUpstream = all.filter((directive) => directive.name === 'proxy_next_upstream');
+    assert.ok(nextUpstream.length > 0, `${lb.configPath}: set proxy_next_upstream explicitly (to error and timeout)`);
+    for (const directive of nextUpstream) {
+      for (const condition of directive.args) {
+        // `non_idempotent` would resend a POST (a prediction, a token request) that a replica may have executed;
+        // http_5xx would resend requests that reached a replica and were answered.
+        assert.ok(['error', 'timeout', 'off'].includes(condition), `${lb.configPath}: proxy_next_upstream ${condition}: only connection errors may go to another replica`);
+      }
+    }
+    const headers = new Map(all.filter((directive) => directive.name === 'proxy_set_header').map((directive) => [directive.args[0]!.toLowerCase(), directive.args[1]]));
+    // oidc-provider builds its discovery URLs (jwks_uri, token_endpoint) from the Host of the request.
+    assert.equal(headers.get('host'), '$http_host', `${lb.configPath}: pass the client's Host (proxy_set_header Host $http_host)`);
+    assert.match(headers.get('x-forwarded-for') ?? '', /\$proxy_add_x_forwarded_for/, `${lb.configPath}: set X-Forwarded-For`);
+    assert.equal(headers.get('x-forwarded-proto'), '$scheme', `${lb.configPath}: set X-Forwarded-Proto`);
+    assert.ok(headers.has('x-forwarded-host'), `${lb.configPath}: set X-Forwarded-Host`);
+    for (const timeout of ['proxy_connect_timeout', 'proxy_read_timeout']) {
+      assert.ok(all.some((directive) => directive.name === timeout), `${lb.configPath}: set ${timeout} explicitly`);
+    }
+  });
+
+  it('only the LB publishes ports, the ones it listens on, on host ports no other service takes', () => {
+    const lb = loadBalancer();
+    const published = publishedPorts(lb.service);
+    assert.ok(published.length > 0, 'lb publishes no port');
+    for (const { container } of published) assert.ok(lb.listeners.has(container), `lb publishes container port ${container}, where ${lb.configPath} does not listen`);
+    for (const port of lb.listeners.keys()) assert.ok(published.some(({ container }) => container === port), `lb: ${lb.configPath} listens on ${port}, which lb does not publish`);
+    for (const [name, service] of distributedServices) {
+      if (name !== lb.name) assert.deepEqual(service.ports ?? [], [], `${name} publishes ports; in the distributed profile only the LB does`);
+    }
+    // `--profile distributed up` starts the default services too: their host ports must not collide.
+    const owners = new Map<string, string>();
+    for (const [name, service] of Object.entries(services)) {
+      for (const { host } of publishedPorts(service)) {
+        assert.ok(host, `${name} publishes a container port on a random host port; name it`);
+        assert.ok(!owners.has(host), `${name} and ${owners.get(host)} both publish host port ${host}`);
+        owners.set(host, name);
+      }
+    }
+  });
+
+  it('starts in an order that cannot deadlock: the LB after the auth-servers, not after the predictors’ readiness', () => {
+    const lb = loadBalancer();
+    const dependsOn = dependsOnOf(lb.service);
+    for (const [name] of auths) assert.equal(dependsOn.get(name), 'service_healthy', `lb should wait for ${name} to be healthy`);
+    for (const [name, service] of predictors) {
+      assert.ok(dependsOn.has(name), `lb should start after ${name}`);
+      // The predictors become ready once they have the signing keys, which they fetch through the LB.
+      if (new URL(environmentOf(service)['ISSUER'] ?? '').hostname === lb.name) {
+        assert.notEqual(dependsOn.get(name), 'service_healthy', `lb waits for ${name} to be healthy, but ${name} needs the LB to become ready`);
+      }
+      assert.ok(!dependsOnOf(service).has(lb.name), `${name} must not depend on lb, which starts after it`);
+    }
   });
 });
 
@@ -593,6 +986,10 @@ describe('Dockerfiles', () => {
     assert.ok(copy, 'predictor/Dockerfile must copy predictor/plans.json (the bundle cannot find it next to its sources)');
     const copiedTo = imagePath(instructions, copy, copyArguments(copy.args).destination);
     assert.equal(environmentOf(services['predictor']!)['PLANS_FILE'], copiedTo, 'PLANS_FILE in docker-compose.yml');
+    for (const [name, service] of builtServices.filter(([name]) => kindOf(name) === 'predictor')) {
+      const plansFile = environmentOf(service)['PLANS_FILE'];
+      if (plansFile !== undefined) assert.equal(plansFile, copiedTo, `${name}: PLANS_FILE in docker-compose.yml`);
+    }
   });
 });
 
