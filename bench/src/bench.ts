@@ -8,12 +8,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { PredictorClient } from 'caller';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
 
-// npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores) /
-// C (Express + express-oauth2-jwt-bearer + express-rate-limit), interleaved over rounds
-// because a 2-core machine is noisy; load from this process with autocannon.
+// npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
+// on Redis + PostgreSQL when those are reachable) / C (Express + express-oauth2-jwt-bearer +
+// express-rate-limit), interleaved over rounds because a 2-core machine is noisy; load from
+// this process with autocannon.
 
 const { values } = parseArgs({
   options: {
@@ -39,7 +43,15 @@ interface Sample {
   errors: number;
 }
 
-type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'C express stack';
+type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'B predictor (dist)' | 'C express stack';
+const DIST: ConfigName = 'B predictor (dist)';
+
+/**
+ * The distributed configuration runs on the engines the tests use (TEST_REDIS_URL,
+ * TEST_DATABASE_URL) in a schema and key prefix of its own, removed after the run.
+ */
+const distRun = `bench_${process.pid}_${Date.now().toString(36)}`;
+const dist = { redisUrl: TEST_REDIS_URL, databaseUrl: TEST_DATABASE_URL, schema: distRun, redisKeyPrefix: `${distRun}:` };
 
 const children: ChildProcess[] = [];
 process.once('exit', () => children.forEach((child) => child.kill('SIGKILL')));
@@ -80,6 +92,58 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0)
     );
     void instance;
   });
+}
+
+/** SIGTERM, then waits for the exit (SIGKILL after 10 s), so nothing writes to the engines once this returns. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** The password of a URL replaced by ***, for the JSON. */
+function redactedUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(not a URL)';
+  }
+}
+
+/** Why the distributed configuration cannot run here, or undefined when both engines answer. */
+async function distributedUnavailable(): Promise<string | undefined> {
+  const missing = (await Promise.allSettled([requireRedis(dist.redisUrl), requirePostgres(dist.databaseUrl)]))
+    .flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as Error).message] : []));
+  return missing.length > 0 ? missing.join('; ') : undefined;
+}
+
+/** Drops this run's schema and deletes its Redis keys; returns what it removed. */
+async function removeDistributedState(): Promise<string> {
+  const database = new pg.Client({ connectionString: dist.databaseUrl, connectionTimeoutMillis: 5_000 });
+  database.on('error', () => {});
+  try {
+    await database.connect();
+    await database.query(`DROP SCHEMA IF EXISTS "${dist.schema}" CASCADE`);
+  } finally {
+    await database.end().catch(() => {});
+  }
+  const redis = new Redis(dist.redisUrl, { lazyConnect: true, connectTimeout: 5_000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  redis.on('error', () => {});
+  let deleted = 0;
+  try {
+    await redis.connect();
+    for await (const keys of redis.scanStream({ match: `${dist.redisKeyPrefix}*`, count: 1_000 }) as AsyncIterable<string[]>) {
+      if (keys.length > 0) deleted += await redis.del(...keys);
+    }
+  } finally {
+    redis.disconnect();
+  }
+  return `schema ${dist.schema} dropped, ${deleted} Redis key(s) under ${dist.redisKeyPrefix} deleted`;
 }
 
 const median = (values: number[]) => {
