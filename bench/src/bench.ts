@@ -190,6 +190,8 @@ async function residentMemoryMiB(pid: number): Promise<number> {
   return Math.round((kib / 1024) * 10) / 10;
 }
 
+/** Before starting anything: the distributed configuration runs only where both engines answer. */
+const distSkipped = await distributedUnavailable();
 const data = await temporaryDirectory('bench');
 try {
   const auth = await startAuthServer({ dataDir: `${data.path}/auth`, env: { ACCESS_TOKEN_TTL: '86400' } });
@@ -198,16 +200,21 @@ try {
   // A plan large enough never to refuse: the bench measures the checks, not the refusals.
   await writeFile(plans, JSON.stringify({ plans: { standard: { burst: 1e12, refillPerSecond: 1e12, dailyQuota: 1e14 } }, defaultPlan: 'standard' }));
   const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
-  const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), c: await freePort() };
+  const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
   await startServer('bench/src/peers/bare-hono.ts', { BENCH_PORT: String(ports.a) }, ports.a, '/v1/predict', 500);
   const bMemory = await startServer('predictor/src/main.ts', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
   await startServer('predictor/src/main.ts', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
+  if (distSkipped === undefined) {
+    const distEnv = { RATE_LIMIT_STORE: 'redis', REDIS_URL: dist.redisUrl, REDIS_KEY_PREFIX: dist.redisKeyPrefix, DATABASE_URL: dist.databaseUrl, DATABASE_SCHEMA: dist.schema };
+    await startServer('predictor/src/main.ts', { ...predictorEnv('postgres', `${data.path}/b-dist`, ports.bDist), ...distEnv }, ports.bDist, '/readyz');
+  }
   await startServer('bench/src/peers/express-stack.ts', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
 
   const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number }[] = [
     { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0 },
     { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
     { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
+    ...(distSkipped === undefined ? [{ name: DIST, url: `http://127.0.0.1:${ports.bDist}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE }] : []),
     { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: 0 },
   ];
   const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
@@ -234,18 +241,25 @@ try {
       allOk: list.every((sample) => sample.non2xx === 0 && sample.errors === 0 && sample.requests > 0),
     };
   });
+  const rowOf = (name: ConfigName) => summary.find((candidate) => candidate.name === name)!;
   const ratio = (numerator: ConfigName, denominator: ConfigName) =>
     Math.round(median(samples.get(numerator)!.map((sample, index) => sample.rps / samples.get(denominator)![index]!.rps)) * 100) / 100;
   const result = {
     date: new Date().toISOString(),
     machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
     settings: { rounds, durationSeconds, connections, idempotentShare: IDEMPOTENT_SHARE },
-    configurations: summary,
+    // The configurations every machine runs; the distributed one, which needs Redis and PostgreSQL, is apart.
+    configurations: summary.filter(({ name }) => name !== DIST),
+    distributed:
+      distSkipped === undefined
+        ? { ...rowOf(DIST), skipped: false as const, engines: { redis: redactedUrl(dist.redisUrl), postgres: redactedUrl(dist.databaseUrl) }, schema: dist.schema, redisKeyPrefix: dist.redisKeyPrefix }
+        : { name: DIST, skipped: true as const, reason: distSkipped },
     ratios: {
       'B/A (memory)': ratio('B predictor (memory)', 'A bare hono'),
       'B/A (sqlite)': ratio('B predictor (sqlite)', 'A bare hono'),
+      'B/A (dist)': distSkipped === undefined ? ratio(DIST, 'A bare hono') : null,
       'B/C (memory)': ratio('B predictor (memory)', 'C express stack'),
-      'p99 B/A (memory)': Math.round((summary[1]!.p99 / Math.max(1, summary[0]!.p99)) * 100) / 100,
+      'p99 B/A (memory)': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
     },
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: tokenSample.non2xx === 0 && tokenSample.errors === 0 },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
@@ -258,8 +272,9 @@ try {
     '| configuration | req/s median (min–max) | p50 ms | p99 ms | every answer 200 |',
     '|---|---|---|---|---|',
     ...summary.map((row) => `| ${row.name} | ${row.rps.median} (${row.rps.min}–${row.rps.max}) | ${row.p50} | ${row.p99} | ${row.allOk ? 'yes' : 'NO'} |`),
+    ...(distSkipped === undefined ? [] : ['', `${DIST} skipped: ${distSkipped}`]),
     '',
-    `ratios (round by round, median): ${Object.entries(result.ratios).map(([name, value]) => `${name} ${value}`).join(', ')}`,
+    `ratios (round by round, median): ${Object.entries(result.ratios).flatMap(([name, value]) => (value === null ? [] : [`${name} ${value}`])).join(', ')}`,
     `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -272,7 +287,17 @@ try {
     process.exitCode = 1;
   }
 } finally {
-  children.forEach((child) => child.kill('SIGTERM'));
+  // Every server gone before the engines are cleaned, so none writes a key or a row afterwards.
+  await Promise.all(children.map(stopChild));
   await stopAll();
+  if (distSkipped === undefined) {
+    await removeDistributedState().then(
+      (removed) => process.stderr.write(`bench: ${removed}\n`),
+      (error: unknown) => {
+        process.stderr.write(`bench: could not clean up after ${DIST} (${(error as Error).message}): drop schema ${dist.schema} and delete the Redis keys ${dist.redisKeyPrefix}* by hand\n`);
+        process.exitCode = 1;
+      },
+    );
+  }
   await data.remove();
 }

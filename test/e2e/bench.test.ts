@@ -11,9 +11,18 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
     const { code } = await bench.exited;
     assert.equal(code, 0, bench.output());
     assert.match(bench.stdoutLines.join('\n'), /\| B predictor \(memory\) \| \d+/);
-    const result = JSON.parse(await readFile(out, 'utf8')) as { configurations: { name: string; allOk: boolean }[]; tokenIssuance: { tokensPerSecond: number }; callerOverheadMicrosPerCall: number };
+    const result = JSON.parse(await readFile(out, 'utf8')) as {
+      configurations: { name: string; allOk: boolean }[];
+      distributed: { name: string; skipped: boolean; allOk?: boolean; reason?: string };
+      tokenIssuance: { tokensPerSecond: number };
+      callerOverheadMicrosPerCall: number;
+    };
     assert.deepEqual(result.configurations.map((row) => row.name), ['A bare hono', 'B predictor (memory)', 'B predictor (sqlite)', 'C express stack']);
     assert.ok(result.configurations.every((row) => row.allOk));
+    // .ci/run starts Redis and PostgreSQL, so the distributed configuration runs here too.
+    assert.equal(result.distributed.name, 'B predictor (dist)');
+    assert.equal(result.distributed.skipped, false, result.distributed.reason);
+    assert.equal(result.distributed.allOk, true);
     assert.ok(result.tokenIssuance.tokensPerSecond > 0);
     assert.equal(typeof result.callerOverheadMicrosPerCall, 'number');
     await dir.remove();
