@@ -201,7 +201,7 @@ try {
   await writeFile(plans, JSON.stringify({ plans: { standard: { burst: 1e12, refillPerSecond: 1e12, dailyQuota: 1e14 } }, defaultPlan: 'standard' }));
   const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
   const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
-  await startServer('bench/src/peers/bare-hono.ts', { BENCH_PORT: String(ports.a) }, ports.a, '/v1/predict', 500);
+  await startServer('bench/src/peers/bare-hono.ts', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
   const bMemory = await startServer('predictor/src/main.ts', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
   await startServer('predictor/src/main.ts', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
   if (distSkipped === undefined) {

@@ -6,6 +6,7 @@ import { loadIrisModel } from '../../../predictor/src/model/index.js';
 // upper bound of this machine for the predictor's work.
 const model = loadIrisModel();
 const app = new Hono();
+app.get('/healthz', (c) => c.json({ status: 'ok' }));
 app.post('/v1/predict', async (c) => {
   const { inputs } = (await c.req.json()) as { inputs: [number, number, number, number][] };
   return c.json({ id: crypto.randomUUID(), model: model.id, created: Math.floor(Date.now() / 1000), predictions: model.predict(inputs) });
