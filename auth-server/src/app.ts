@@ -74,8 +74,17 @@ export async function startAuthServer(deps: { config: AuthServerConfig; state: L
   }, 10_000);
   pruning.unref();
   // Replicas see each other's rotations and client changes within one sync period.
+  let pulling = false;
   const syncing = shared
-    ? setInterval(() => operations.pullChanges().catch((error: unknown) => logger.warn({ event: 'state.sync_failed', reason: (error as Error).message }, 'cannot read the shared state; serving the last known keys and clients')), config.stateSyncMs)
+    ? setInterval(() => {
+        // A database that hangs must not pile up pulls in front of the admin changes.
+        if (pulling) return;
+        pulling = true;
+        operations
+          .pullChanges()
+          .catch((error: unknown) => logger.warn({ event: 'state.sync_failed', reason: (error as Error).message }, 'cannot read the shared state; serving the last known keys and clients'))
+          .finally(() => (pulling = false));
+      }, config.stateSyncMs)
     : undefined;
   syncing?.unref();
 

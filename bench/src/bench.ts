@@ -7,6 +7,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { redactUrl } from '@m2m/common';
 import { PredictorClient } from 'caller';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -102,17 +103,6 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(timer);
-}
-
-/** The password of a URL replaced by ***, for the JSON. */
-function redactedUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(not a URL)';
-  }
 }
 
 /** Why the distributed configuration cannot run here, or undefined when both engines answer. */
@@ -252,7 +242,7 @@ try {
     configurations: summary.filter(({ name }) => name !== DIST),
     distributed:
       distSkipped === undefined
-        ? { ...rowOf(DIST), skipped: false as const, engines: { redis: redactedUrl(dist.redisUrl), postgres: redactedUrl(dist.databaseUrl) }, schema: dist.schema, redisKeyPrefix: dist.redisKeyPrefix }
+        ? { ...rowOf(DIST), skipped: false as const, engines: { redis: redactUrl(dist.redisUrl), postgres: redactUrl(dist.databaseUrl) }, schema: dist.schema, redisKeyPrefix: dist.redisKeyPrefix }
         : { name: DIST, skipped: true as const, reason: distSkipped },
     ratios: {
       'B/A (memory)': ratio('B predictor (memory)', 'A bare hono'),

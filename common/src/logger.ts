@@ -45,3 +45,19 @@ export function createLogger(service: string, level: LogLevel = 'info', destinat
   };
   return destination ? pino(options, destination) : pino(options);
 }
+
+/**
+ * A service URL fit for a log line or an error message: the password (in the user
+ * part or a `password` query parameter) becomes `***`; what is not a URL is not shown.
+ */
+export function redactUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return '(not a URL)';
+  }
+  if (parsed.password) parsed.password = '***';
+  if (parsed.searchParams.has('password')) parsed.searchParams.set('password', '***');
+  return parsed.toString();
+}

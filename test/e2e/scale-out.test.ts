@@ -21,7 +21,8 @@ const ISSUER = 'http://auth.scale-out.test';
 const STATE_SYNC_MS = 500;
 /** The documented bound for a replica to adopt another's change: one sync period plus a provider rebuild. */
 const PROPAGATION_BOUND_MS = STATE_SYNC_MS + 2_000;
-const LOCK_TIMEOUT_MS = 2_000;
+// Long enough that the crash below is over well before the claim it left behind expires.
+const LOCK_TIMEOUT_MS = 5_000;
 const EXECUTIONS = /^predictor_model_executions_total (\d+)/m;
 
 /** Small plans so the limits are reached in seconds; `roomy` for tests about something else. */
@@ -322,6 +323,38 @@ describe('a lost Redis under load', () => {
     assert.equal(await metric(predictor.url, /^predictor_store_up\{store="rate_limiter"\} (\d+)/m), 1);
     const events = predictor.process.records.map((record) => record['event']);
     assert.ok(events.includes('store.down') && events.includes('store.up'), 'the outage and the recovery are logged');
+  });
+});
+
+describe('a predictor started while Redis is down', () => {
+  let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
+  let redisServer: ManagedProcess | undefined;
+
+  after(async () => {
+    await stopAll();
+    await redisServer?.stop();
+    await dataDir?.remove();
+  });
+
+  it('starts anyway, refuses with 503 until Redis comes, then serves', async () => {
+    dataDir = await temporaryDirectory('redis-late');
+    const redisPort = await freePort();
+    const auth = await startAuthServer({ dataDir: `${dataDir.path}/auth` });
+    const predictor = await startPredictor({
+      issuer: auth.issuer,
+      dataDir: `${dataDir.path}/predictor`,
+      env: { REDIS_URL: `redis://127.0.0.1:${redisPort}`, REDIS_KEY_PREFIX: `test:late:${process.pid}:${Date.now()}:`, IDEMPOTENCY_STORE: 'memory' },
+    });
+    const token = (await requestToken(auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!, { scope: 'predict' })).body['access_token'] as string;
+    const refused = await predict(predictor.url, token);
+    assert.equal(refused.status, 503, await refused.text());
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.equal((await fetch(`${predictor.url}/readyz`)).status, 503);
+
+    redisServer = startRedisServer(redisPort);
+    await waitFor('a prediction once Redis is up', async () => ((await predict(predictor.url, token)).status === 200 ? true : undefined), 20_000, 200);
+    assert.equal((await fetch(`${predictor.url}/readyz`)).status, 200);
+    assert.equal(predictor.process.child.exitCode, null);
   });
 });
 

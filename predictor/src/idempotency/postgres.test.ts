@@ -72,6 +72,29 @@ describe('PostgresIdempotencyStore shared by replicas', () => {
   });
 });
 
+describe('PostgresIdempotencyStore on the database clock', () => {
+  it('ignores the replicas\' own clocks: one an hour ahead cannot take over a live claim', async () => {
+    const schema = newSchema();
+    const skewed = new ManualClock(Date.now() + 60 * 60 * 1000);
+    const holder = await open({ schema, clock: 'database' });
+    const aheadByAnHour = await open({ schema, clock: 'database', now: skewed.now });
+    try {
+      assert.deepEqual(await holder.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+      assert.equal((await aheadByAnHour.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
+      await holder.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.deepEqual(await aheadByAnHour.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+      const { rows } = await admin.query<{ skew: string }>(
+        `SELECT abs(expires_at - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1) AS skew FROM "${schema}".idempotency_keys`,
+        [24 * 60 * 60 * 1000],
+      );
+      assert.ok(Number(rows[0]?.skew) < 60_000, 'the retention counts from the database\'s now');
+    } finally {
+      await holder.close();
+      await aheadByAnHour.close();
+    }
+  });
+});
+
 describe('PostgresIdempotencyStore schema', () => {
   const migrationsOf = async (schema: string): Promise<number[]> =>
     (await admin.query<{ version: number }>(`SELECT version FROM "${schema}".idempotency_schema_migrations ORDER BY version`)).rows.map(

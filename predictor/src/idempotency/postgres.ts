@@ -1,3 +1,4 @@
+import { redactUrl } from '@m2m/common';
 import pg from 'pg';
 import {
   claimExpiresAt,
@@ -28,6 +29,12 @@ export interface PostgresIdempotencyStoreOptions extends IdempotencyStoreOptions
    * database then fails requests quickly instead of holding them open.
    */
   statementTimeoutMs?: number;
+  /**
+   * `database` (what replicas should use): every lock and expiry time comes from the
+   * database's clock, so replicas with skewed clocks cannot take a live claim from each
+   * other, at one more round trip per claim and completion. `local` (the default): `now`.
+   */
+  clock?: 'local' | 'database';
 }
 
 /** The database could not be reached when the store was opened. */
@@ -95,12 +102,17 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly #pool: pg.Pool;
   readonly #options: ResolvedStoreOptions;
   readonly #table: string;
+  readonly #now: () => Promise<number>;
   #closing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool, table: string, options: ResolvedStoreOptions) {
+  private constructor(pool: pg.Pool, table: string, options: ResolvedStoreOptions, clock: 'local' | 'database') {
     this.#pool = pool;
     this.#table = table;
     this.#options = options;
+    this.#now =
+      clock === 'database'
+        ? async () => Number((await pool.query<{ now: string }>('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now')).rows[0]!.now)
+        : async () => options.now();
   }
 
   /** Connects and brings the schema up to date; every replica runs this at start. */
@@ -133,7 +145,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         client = await pool.connect();
       } catch (error) {
         throw new IdempotencyDatabaseUnreachable(
-          `Cannot connect to the idempotency database at ${redactPassword(connectionString)}: ${describeError(error)}`,
+          `Cannot connect to the idempotency database at ${redactUrl(connectionString)}: ${describeError(error)}`,
           { cause: error },
         );
       }
@@ -145,7 +157,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         client.release(true);
         throw error;
       }
-      return new PostgresIdempotencyStore(pool, `${quoteIdentifier(schema)}.idempotency_keys`, resolved);
+      return new PostgresIdempotencyStore(pool, `${quoteIdentifier(schema)}.idempotency_keys`, resolved, options.clock ?? 'local');
     } catch (error) {
       await pool.end().catch(() => {});
       throw error;
@@ -155,7 +167,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
     this.#assertOpen();
     const { lockTimeoutMs } = this.#options;
-    const now = this.#options.now();
+    const now = await this.#now();
     const lockedUntil = now + lockTimeoutMs;
     const expiresAt = claimExpiresAt(now, this.#options);
 
@@ -196,7 +208,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
 
   async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
     this.#assertOpen();
-    const now = this.#options.now();
+    const now = await this.#now();
     // The first completion wins and another request's record is never overwritten; a missing
     // record is stored anyway, so a retry replays the response instead of executing again.
     await this.#pool.query(
@@ -238,7 +250,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     const result = await this.#pool.query(
       `DELETE FROM ${this.#table}
        WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${this.#table} WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
-      [this.#options.now(), limit],
+      [await this.#now(), limit],
     );
     return result.rowCount ?? 0;
   }
@@ -299,10 +311,6 @@ async function migrate(client: pg.PoolClient, schema: string): Promise<void> {
 
 function quoteIdentifier(name: string): string {
   return `"${name}"`;
-}
-
-function redactPassword(connectionString: string): string {
-  return connectionString.replace(/:[^:@/]*@/, ':***@');
 }
 
 /** Node reports a refused connection to a name with several addresses as an AggregateError with an empty message. */

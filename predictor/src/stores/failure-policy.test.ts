@@ -8,7 +8,7 @@ import type { IdempotencyStore } from '../idempotency/store.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import type { Plan } from '../limits/plans.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
-import { GuardedIdempotencyStore, GuardedRateLimiter, StoreGuard, type FailurePolicy } from './failure-policy.js';
+import { GuardedIdempotencyStore, GuardedRateLimiter, isOutage, StoreGuard, type FailurePolicy } from './failure-policy.js';
 
 const STANDARD: Plan = { name: 'standard', burst: 30, refillPerSecond: 10, dailyQuota: 100_000 };
 const NOON = Date.UTC(2026, 10, 23, 12);
@@ -22,7 +22,7 @@ function switchable<T extends object>(inner: T) {
       if (typeof value !== 'function') return value;
       return async (...args: unknown[]) => {
         state.calls += 1;
-        if (!state.up) throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
+        if (!state.up) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
         return (value as (...a: unknown[]) => unknown).apply(target, args);
       };
     },
@@ -59,6 +59,8 @@ describe('StoreGuard with fail-closed', () => {
       await assert.rejects(limiter.consume('c', STANDARD), (error: unknown) => error instanceof StoreUnavailable && error.status === 503 && error.headers['retry-after'] === '1');
     }
     assert.equal(shared.state.calls, 2, 'while down, only one request per probe interval reaches the store');
+    await assert.rejects(limiter.peek('c', STANDARD), StoreUnavailable);
+    assert.equal(shared.state.calls, 2, 'the headers of a decided response never probe a store known down');
     assert.equal(lines.filter((line) => line['event'] === 'store.down').length, 1);
     assert.equal(await metricValue(metrics, 'predictor_store_up', { store: 'rate_limiter' }), 0);
     assert.equal(await metricValue(metrics, 'predictor_store_failures_total', { store: 'rate_limiter', action: 'refused' }), 3);
@@ -80,6 +82,31 @@ describe('StoreGuard with fail-closed', () => {
     shared.state.up = true;
     assert.equal(await limiter.healthy(), true);
     assert.equal(limiter.guard.status, 'up');
+  });
+});
+
+describe('what counts as an outage', () => {
+  it('passes on an error of the request itself without marking the store down', async () => {
+    const { guard } = setup('fail-closed');
+    const limiterGuard = guard('rate_limiter');
+    const conflict = Object.assign(new Error('the claim lost 5 races'), { code: '40001' });
+    await assert.rejects(limiterGuard.use(() => Promise.reject(conflict), () => Promise.resolve('fallback')), conflict);
+    assert.equal(limiterGuard.status, 'up');
+  });
+
+  it('recognises lost connections, timeouts and cancelled statements of both engines', () => {
+    const outages = [
+      Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' }),
+      new Error("Stream isn't writeable and enableOfflineQueue options is false"),
+      new Error('Command timed out'),
+      new Error('Connection terminated unexpectedly'),
+      new Error('timeout exceeded when trying to connect'),
+      Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }),
+      Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+    ];
+    for (const error of outages) assert.ok(isOutage(error), error.message);
+    assert.ok(!isOutage(Object.assign(new Error('duplicate key value violates unique constraint'), { code: '23505' })));
+    assert.ok(!isOutage(new Error('ERR Error running script')));
   });
 });
 

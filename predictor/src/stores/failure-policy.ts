@@ -63,18 +63,24 @@ export class StoreGuard {
     return this.#options.engine;
   }
 
-  /** Runs `primary`; on failure (or while the store is known down) applies the policy. */
-  async use<T>(primary: () => Promise<T>, fallback: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `primary`; on an outage (or while the store is known down) applies the policy.
+   * `secondary` uses (the rate-limit headers of a response decided already) neither probe
+   * a store known down nor count as a request the policy refused or served.
+   */
+  async use<T>(primary: () => Promise<T>, fallback: () => Promise<T>, options: { secondary?: boolean } = {}): Promise<T> {
     const now = this.#options.now();
-    if (this.#down && now - this.#lastAttemptMs < this.#options.probeIntervalMs) return this.#onFailure(fallback, undefined);
+    const count = !options.secondary;
+    if (this.#down && (options.secondary || now - this.#lastAttemptMs < this.#options.probeIntervalMs)) return this.#onFailure(fallback, undefined, count);
     this.#lastAttemptMs = now;
     let result: T;
     try {
       result = await primary();
     } catch (error) {
-      if (error instanceof StoreUnavailable) throw error;
+      // Only a lost or stuck connection is an outage; any other error is this request's own.
+      if (!isOutage(error)) throw error;
       this.#markDown(error as Error);
-      return this.#onFailure(fallback, error);
+      return this.#onFailure(fallback, error, count);
     }
     this.#markUp();
     return result;
@@ -88,13 +94,13 @@ export class StoreGuard {
     return this.status;
   }
 
-  #onFailure<T>(fallback: () => Promise<T>, cause: unknown): Promise<T> {
+  #onFailure<T>(fallback: () => Promise<T>, cause: unknown, count: boolean): Promise<T> {
     const { store, policy, metrics } = this.#options;
     if (policy === 'degrade') {
-      metrics.storeFailures.inc({ store, action: 'fallback' });
+      if (count) metrics.storeFailures.inc({ store, action: 'fallback' });
       return fallback();
     }
-    metrics.storeFailures.inc({ store, action: 'refused' });
+    if (count) metrics.storeFailures.inc({ store, action: 'refused' });
     throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause });
   }
 
@@ -137,6 +143,7 @@ export class GuardedRateLimiter implements RateLimiter {
     return this.guard.use(
       () => this.primary.peek(clientId, plan),
       () => this.#fallback.peek(clientId, this.#scaled(plan)),
+      { secondary: true },
     );
   }
 
@@ -208,6 +215,17 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
   async close(): Promise<void> {
     await Promise.all([this.primary.close(), this.#fallback.close()]);
   }
+}
+
+/**
+ * Errors that mean the engine cannot be used: connection refused, reset or timed out, a
+ * closed or unwritable client, a statement cancelled by its timeout, the server shutting
+ * down. A failed script reply or a constraint error is a bug or a conflict, not an outage.
+ */
+export function isOutage(error: unknown): boolean {
+  const { code, message = '' } = (error ?? {}) as { code?: string; message?: string };
+  if (code && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|57P01|57P02|57P03|57014|08\w{3})$/.test(code)) return true;
+  return /ECONN|ETIMEDOUT|ENOTFOUND|connection|timeout|timed out|not writeable|enableOfflineQueue|terminat/i.test(message);
 }
 
 const claimKey = (clientId: string, key: string) => `${clientId}\u0000${key}`;

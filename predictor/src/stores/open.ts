@@ -48,7 +48,7 @@ export async function openStores(config: PredictorConfig, deps: { logger: Logger
   if (config.idempotencyStore === 'postgres') {
     let shared: PostgresIdempotencyStore;
     try {
-      shared = await PostgresIdempotencyStore.open({ ...storeOptions, connectionString: config.databaseUrl!, schema: config.databaseSchema });
+      shared = await PostgresIdempotencyStore.open({ ...storeOptions, connectionString: config.databaseUrl!, schema: config.databaseSchema, clock: 'database' });
     } catch (error) {
       throw new StoreStartupError(`DATABASE_URL: cannot prepare the idempotency store: ${(error as Error).message}`);
     }
@@ -72,7 +72,8 @@ export async function openStores(config: PredictorConfig, deps: { logger: Logger
       retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
     });
     redis.on('error', (error: Error) => deps.logger.debug({ event: 'redis.error', reason: error.message }, 'redis connection error'));
-    await Promise.race([once(redis, 'ready'), sleep(REDIS_STARTUP_WAIT_MS)]);
+    // `once` rejects on the first 'error' (Redis down): that is not a reason to stop, only to wait no longer.
+    await Promise.race([once(redis, 'ready').catch(() => {}), sleep(REDIS_STARTUP_WAIT_MS)]);
     if (redis.status !== 'ready') deps.logger.warn({ event: 'redis.not_ready', status: redis.status }, 'Redis is not reachable yet; serving under the failure policy until it is');
     limiter = new GuardedRateLimiter(new RedisRateLimiter({ redis, keyPrefix: config.redisKeyPrefix }), guard('rate_limiter', 'redis', config.rateLimitOnStoreFailure), config.degradedLimitFraction);
   } else {

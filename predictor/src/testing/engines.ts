@@ -1,3 +1,4 @@
+import { redactUrl } from '@m2m/common';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 
@@ -25,7 +26,7 @@ export async function requireRedis(url = TEST_REDIS_URL): Promise<void> {
     await redis.ping();
   } catch (error) {
     throw new EngineUnavailable(
-      `Redis is not reachable at ${url} (${(cause ?? (error as Error)).message}); these tests need a real Redis: ` +
+      `Redis is not reachable at ${redactUrl(url)} (${(cause ?? (error as Error)).message}); these tests need a real Redis: ` +
         'start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no` (.ci/run does), or set TEST_REDIS_URL',
     );
   } finally {
@@ -42,7 +43,7 @@ export async function requirePostgres(url = TEST_DATABASE_URL): Promise<void> {
     await client.query('SELECT 1');
   } catch (error) {
     throw new EngineUnavailable(
-      `PostgreSQL is not reachable at ${url.replace(/:[^:@/]*@/, ':***@')} (${(error as Error).message}); these tests need a real PostgreSQL: ` +
+      `PostgreSQL is not reachable at ${redactUrl(url)} (${(error as Error).message}); these tests need a real PostgreSQL: ` +
         'start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (.ci/run does), or set TEST_DATABASE_URL',
     );
   } finally {
