@@ -5,6 +5,9 @@ export class ConfigError extends Error {
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** A schema or table name that may be spliced into SQL (identifiers cannot be bound): lower case, at most 63 characters. */
+export const SQL_IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+
 /** Reads typed values from an environment; every reader names the variable in its error. */
 export class EnvReader {
   readonly #env: Env;
@@ -69,7 +72,7 @@ export class EnvReader {
   /** A plain SQL identifier (lower case), safe to quote into statements. */
   identifier(name: string, fallback: string): string {
     const raw = this.string(name, fallback);
-    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(raw)) throw new ConfigError(`${name} must be a lower-case SQL identifier (letters, digits, _), got "${raw}"`);
+    if (!SQL_IDENTIFIER.test(raw)) throw new ConfigError(`${name} must be a lower-case SQL identifier (letters, digits, _), got "${raw}"`);
     return raw;
   }
 

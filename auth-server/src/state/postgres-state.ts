@@ -1,3 +1,4 @@
+import { SQL_IDENTIFIER } from '@m2m/common';
 import pg from 'pg';
 import type { StoredClient } from '../clients/registry.js';
 import type { SigningKeyFile } from '../keys/signing-key-file.js';
@@ -18,8 +19,6 @@ export interface InitialState {
   keys: () => Promise<SigningKeyFile>;
   clients: () => StoredClient[];
 }
-
-const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
 
 // Bumped when the tables change; each entry runs once, in order, under an advisory lock.
 const MIGRATIONS: readonly ((schema: string) => string)[] = [
@@ -69,7 +68,7 @@ export class PostgresStateStorage implements AuthStateStorage {
 
   static async open(options: PostgresStateOptions): Promise<PostgresStateStorage> {
     const schemaName = options.schema ?? 'public';
-    if (!IDENTIFIER.test(schemaName)) throw new Error(`schema must be a plain identifier, got "${schemaName}"`);
+    if (!SQL_IDENTIFIER.test(schemaName)) throw new Error(`schema must be a plain identifier, got "${schemaName}"`);
     const timeout = options.statementTimeoutMs ?? 5_000;
     const pool = new pg.Pool({ connectionString: options.connectionString, max: 4, connectionTimeoutMillis: timeout, query_timeout: timeout, statement_timeout: timeout });
     // An idle connection dropped by the server must not crash the process; the next query reconnects.

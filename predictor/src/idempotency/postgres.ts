@@ -1,4 +1,4 @@
-import { redactUrl } from '@m2m/common';
+import { redactUrl, SQL_IDENTIFIER } from '@m2m/common';
 import pg from 'pg';
 import {
   claimExpiresAt,
@@ -42,7 +42,6 @@ export class IdempotencyDatabaseUnreachable extends Error {
   override name = 'IdempotencyDatabaseUnreachable';
 }
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 const DEFAULT_POOL_MAX = 10;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
 /**
@@ -121,7 +120,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     const { connectionString, schema = 'public', statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS } = options;
     const max = options.pool?.max ?? DEFAULT_POOL_MAX;
     // The name is spliced into SQL (identifiers cannot be bound), so only plain names pass.
-    if (!SCHEMA_NAME.test(schema)) throw new RangeError(`schema must match ${SCHEMA_NAME.source}, got ${JSON.stringify(schema)}`);
+    if (!SQL_IDENTIFIER.test(schema)) throw new RangeError(`schema must match ${SQL_IDENTIFIER.source}, got ${JSON.stringify(schema)}`);
     if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`pool.max must be a positive integer, got ${max}`);
     if (!Number.isSafeInteger(statementTimeoutMs) || statementTimeoutMs < 1) {
       throw new RangeError(`statementTimeoutMs must be a positive integer, got ${statementTimeoutMs}`);
