@@ -103,10 +103,10 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
   app.notFound((c) => renderProblem(c, new NotFound(c.req.path)));
   app.onError((error, c) => {
     if (error instanceof HttpProblem) {
-      if (error.status >= 500) deps.logger.warn({ requestId: c.var.requestId, problem: error.slug, cause: (error.cause as Error | undefined)?.message }, 'service problem');
+      if (error.status >= 500) deps.logger.warn({ requestId: c.get('requestId'), problem: error.slug, cause: (error.cause as Error | undefined)?.message }, 'service problem');
       return renderProblem(c, error);
     }
-    deps.logger.error({ err: error, requestId: c.var.requestId }, 'unhandled error');
+    deps.logger.error({ err: error, requestId: c.get('requestId') }, 'unhandled error');
     return renderProblem(c, new InternalError());
   });
   return app;

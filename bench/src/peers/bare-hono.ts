@@ -13,3 +13,4 @@ app.post('/v1/predict', async (c) => {
 });
 const port = Number(process.env['BENCH_PORT']);
 serve({ fetch: app.fetch, port }, () => process.stdout.write(`${JSON.stringify({ msg: 'listening', port })}\n`));
+process.once('SIGTERM', () => process.exit(0)); // exits normally, so --cpu-prof can write its profile

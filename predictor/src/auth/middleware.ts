@@ -11,7 +11,7 @@ export interface Authenticators {
   verifyApiKey?: ApiKeyVerifier | undefined;
 }
 
-/** Resolves the caller (bearer token or X-API-Key) into `c.var.principal`, or throws 400/401/503 problems. */
+/** Resolves the caller (bearer token or X-API-Key) into the `principal` variable, or throws 400/401/503 problems. */
 export function authenticate(authenticators: Authenticators) {
   return createMiddleware<AppEnv>(async function authenticateCaller(c, next) {
     const token = bearerTokenFrom(c.req.header('authorization'));
@@ -38,7 +38,7 @@ async function verifyApiKey(verify: ApiKeyVerifier, apiKey: string) {
 /** 403 insufficient_scope unless the principal holds `scope`. */
 export function requireScope(scope: string) {
   return createMiddleware<AppEnv>(async function checkScope(c, next) {
-    if (!c.var.principal?.scopes.has(scope)) throw new InsufficientScope(scope);
+    if (!c.get('principal')?.scopes.has(scope)) throw new InsufficientScope(scope);
     await next();
   });
 }

@@ -15,7 +15,7 @@ export interface RateLimitDeps {
 
 /** Takes one request from the principal's plan, or throws 429. The decision is kept for the headers and the log. */
 export async function chargeRateLimit(c: Context<AppEnv>, deps: RateLimitDeps): Promise<void> {
-  const principal = c.var.principal!;
+  const principal = c.get('principal')!;
   const plan = deps.plans.resolve(principal.plan);
   const decision = await deps.limiter.consume(principal.clientId, plan);
   c.set('rateLimit', decision);
@@ -44,8 +44,8 @@ export function rateLimit(deps: RateLimitDeps) {
 export function rateLimitHeadersFor(deps: RateLimitDeps) {
   return createMiddleware<AppEnv>(async function addRateLimitHeaders(c, next) {
     await next();
-    const principal = c.var.principal;
-    if (!principal || c.var.rateLimit) return; // a charged request has its headers already
+    const principal = c.get('principal');
+    if (!principal || c.get('rateLimit')) return; // a charged request has its headers already
     // The answer is decided already: a store outage costs these headers, not the response.
     const decision = await deps.limiter.peek(principal.clientId, deps.plans.resolve(principal.plan)).catch(() => undefined);
     if (!decision) return;

@@ -58,6 +58,8 @@ describe('idempotency on POST /v1/predict', () => {
     assert.equal(await replayed.text(), firstBody);
     assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
     assert.equal(first.headers.get('idempotent-replayed'), null);
+    assert.match(replayed.headers.get('x-request-id') ?? '', /^[\w-]{36}$/, 'a replay is a new request with an id of its own');
+    assert.notEqual(replayed.headers.get('x-request-id'), first.headers.get('x-request-id'));
     assert.equal(model.executions, 1);
     assert.equal(replayed.headers.get('x-ratelimit-remaining'), first.headers.get('x-ratelimit-remaining'), 'the replay was not charged');
   });

@@ -1,12 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { AppEnv } from '../http/app-env.js';
 import { readJsonBody } from '../http/json-body.js';
 import type { Metrics } from '../http/metrics.js';
 import { IdempotencyKeyRequired, InvalidIdempotencyKey } from '../http/problems.js';
 import { executeOnce } from '../idempotency/execute-once.js';
 import { fingerprint, parseIdempotencyKeyHeader } from '../idempotency/fingerprint.js';
-import type { IdempotencyStore } from '../idempotency/store.js';
+import type { IdempotencyStore, StoredResponse } from '../idempotency/store.js';
 import { chargeRateLimit, type RateLimitDeps } from '../limits/middleware.js';
 import type { IrisModel } from '../model/index.js';
 import { parsePredictRequest, type PredictRequest } from './request-schema.js';
@@ -33,12 +34,13 @@ export interface PredictHandlerDeps extends RateLimitDeps {
  * and the model runs only for the holder of the claim.
  */
 export function predictHandler(deps: PredictHandlerDeps) {
-  const run = async (c: Context<AppEnv>, request: PredictRequest) => {
+  const run = async (c: Context<AppEnv>, request: PredictRequest): Promise<StoredResponse> => {
     await chargeRateLimit(c, deps);
     if (deps.simulatedInferenceMs > 0) await sleep(deps.simulatedInferenceMs);
     const predictions = deps.model.predict(request.inputs);
     deps.metrics.predictions.inc();
-    return c.json({ id: deps.newPredictionId(), model: deps.model.id, created: Math.floor(deps.now() / 1000), predictions });
+    const body = JSON.stringify({ id: deps.newPredictionId(), model: deps.model.id, created: Math.floor(deps.now() / 1000), predictions });
+    return { status: 200, headers: { 'content-type': JSON_CONTENT_TYPE }, body };
   };
 
   return async function predict(c: Context<AppEnv>) {
@@ -47,11 +49,21 @@ export function predictHandler(deps: PredictHandlerDeps) {
     if (header !== undefined && key === undefined) throw new InvalidIdempotencyKey();
     if (key === undefined && deps.requireIdempotencyKey) throw new IdempotencyKeyRequired();
     const request = parsePredictRequest(await readJsonBody(c, deps.bodyLimitBytes));
-    if (key === undefined) return run(c, request);
-    return executeOnce(
+    if (key === undefined) return send(c, await run(c, request));
+    const { response, replayed } = await executeOnce(
       { store: deps.idempotencyStore, metrics: deps.metrics, onOutcome: (outcome) => c.set('idempotency', outcome) },
-      { clientId: c.var.principal!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },
+      { clientId: c.get('principal')!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },
       () => run(c, request),
     );
+    if (replayed) c.header('Idempotent-Replayed', 'true');
+    return send(c, response);
   };
+}
+
+const JSON_CONTENT_TYPE = 'application/json';
+
+/** Through the context, so the headers set earlier (request id, rate limits) go with it. */
+function send(c: Context<AppEnv>, response: StoredResponse): Response {
+  for (const [name, value] of Object.entries(response.headers)) c.header(name, value);
+  return c.body(response.body, response.status as ContentfulStatusCode);
 }
