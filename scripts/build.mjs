@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// `npm run build [-- --outdir <dir>]`: bundles every entry of build-entries.mjs into
-// `<outdir>/<name>.js` (default `dist/` at the repository root) for the container images.
+// `npm run build [-- --outdir <dir>] [--entry <name>=<source> ...]`: bundles every entry of
+// build-entries.mjs, and any extra `--entry` (the bench's peers), into `<outdir>/<name>.js`
+// (default `dist/` at the repository root) for the container images.
 //
 // The workspaces (`@m2m/*`, `caller`) export TypeScript sources, so they are bundled in;
 // every third-party package stays external and is resolved from node_modules at run
@@ -28,14 +29,19 @@ const externalThirdParty = {
 };
 
 async function main() {
-  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' } } });
+  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' }, entry: { type: 'string', multiple: true, default: [] } } });
+  const extra = values.entry.map((spec) => {
+    const [name, source] = spec.split('=');
+    if (!name || !source) throw new Error(`--entry takes <name>=<source>, got ${spec}`);
+    return { name, source };
+  });
   const outdir = resolve(ROOT, values.outdir);
   if (outdir === ROOT || !relative(outdir, ROOT).startsWith('..')) {
     // The chunks folder is cleared below; never let that be the repository or above it.
     throw new Error(`--outdir must not be the repository or a folder above it: ${outdir}`);
   }
 
-  const entries = ENTRIES.filter((entry) => {
+  const entries = [...ENTRIES, ...extra].filter((entry) => {
     if (existsSync(join(ROOT, entry.source))) return true;
     process.stdout.write(`build: skipping ${entry.name}.js: ${entry.source} does not exist\n`);
     return false;

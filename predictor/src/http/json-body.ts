@@ -18,19 +18,50 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
   const declared = Number(c.req.header('content-length'));
   if (declared > limitBytes) throw tooLarge(c, limitBytes);
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const source: AsyncIterable<Uint8Array> = incoming ?? (c.req.raw.body as AsyncIterable<Uint8Array> | null) ?? (async function* () {})();
-  for await (const chunk of source) {
-    size += chunk.byteLength;
-    if (size > limitBytes) throw tooLarge(c, limitBytes);
-    chunks.push(chunk);
-  }
+  const body = incoming ? await readIncoming(incoming, limitBytes) : await readWebStream(c.req.raw.body, limitBytes);
+  if (body === TOO_LARGE) throw tooLarge(c, limitBytes);
   try {
-    return JSON.parse(Buffer.concat(chunks, size).toString('utf8'));
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new MalformedJson();
   }
+}
+
+const TOO_LARGE = Symbol('too large');
+
+/** With listeners rather than an async iterator, which costs a promise per chunk and a stream wrapper per request. */
+function readIncoming(incoming: IncomingMessage, limitBytes: number): Promise<Buffer | typeof TOO_LARGE> {
+  if (incoming.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = () => {
+      incoming.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size <= limitBytes) return void chunks.push(chunk);
+      settle();
+      incoming.pause(); // the rest is never read; the response closes the connection
+      resolve(TOO_LARGE);
+    };
+    const onEnd = () => (settle(), resolve(Buffer.concat(chunks, size)));
+    const onError = (error: Error) => (settle(), reject(error));
+    const onClose = () => (settle(), reject(new Error('the client closed the connection before the body was complete')));
+    incoming.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
+  });
+}
+
+/** Outside Node (tests through `app.request`): the web stream of the Request. */
+async function readWebStream(stream: ReadableStream<Uint8Array> | null, limitBytes: number): Promise<Buffer | typeof TOO_LARGE> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of (stream ?? []) as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > limitBytes) return TOO_LARGE;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
 }
 
 function tooLarge(c: Context, limitBytes: number): PayloadTooLarge {

@@ -19,8 +19,8 @@ export function rateLimitHeaders(decision: RateLimitDecision): Record<string, st
     'X-RateLimit-Limit': sfInteger(shown.limit),
     'X-RateLimit-Remaining': sfInteger(shown.remaining),
     'X-RateLimit-Reset': sfInteger(shown.resetSeconds),
-    'RateLimit-Policy': decision.policies.map((p) => `${sfString(p.name)};q=${sfInteger(p.limit)};w=${sfInteger(p.windowSeconds)}`).join(', '),
-    RateLimit: decision.policies.map((p) => `${sfString(p.name)};r=${sfInteger(p.remaining)};t=${sfInteger(p.resetSeconds)}`).join(', '),
+    'RateLimit-Policy': decision.policies.map((p) => `${POLICY_NAMES[p.name]};q=${sfInteger(p.limit)};w=${sfInteger(p.windowSeconds)}`).join(', '),
+    RateLimit: decision.policies.map((p) => `${POLICY_NAMES[p.name]};r=${sfInteger(p.remaining)};t=${sfInteger(p.resetSeconds)}`).join(', '),
   };
   if (!decision.allowed) headers['Retry-After'] = sfInteger(retryAfterOf(decision));
   return headers;
@@ -60,7 +60,5 @@ function sfInteger(value: number): string {
   return String(value);
 }
 
-/** RFC 9651 section 4.1.6: a String, with `"` and `\` escaped. */
-function sfString(value: string): string {
-  return `"${value.replace(/["\\]/g, '\\$&')}"`;
-}
+/** The policy names as RFC 9651 Strings (section 4.1.6); none needs escaping. */
+const POLICY_NAMES: Record<PolicyName, string> = { burst: '"burst"', daily: '"daily"' };
