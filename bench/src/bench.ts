@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { redactUrl } from '@m2m/common';
@@ -13,6 +13,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
+import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
 
 // npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
@@ -27,9 +28,12 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '3' },
     connections: { type: 'string', default: '50' },
     out: { type: 'string' },
+    profile: { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
+/** The JSON result; the CPU profiles of `--profile` go beside it. */
+const out = values.out ?? join(REPOSITORY_ROOT, '.data', 'bench', 'latest.json');
 const durationSeconds = Number(values.duration);
 const connections = Number(values.connections);
 /** Share of B's requests that carry an Idempotency-Key (claim + store + complete). */
@@ -38,6 +42,8 @@ const BODY = JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] });
 
 interface Sample {
   rps: number;
+  /** The server process's CPU time (user + system) per request, in µs: far steadier than req/s on a shared VM. */
+  cpuMicros: number;
   p50: number;
   p99: number;
   requests: number;
@@ -73,9 +79,9 @@ async function buildBundles(): Promise<void> {
 }
 
 /** Starts a bundle with its output discarded (logging still happens), and waits until `readyPath` answers. */
-async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record<string, string>, port: number, readyPath: string, readyStatus = 200): Promise<ChildProcess> {
+async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record<string, string>, port: number, readyPath: string, readyStatus = 200, nodeArgs: string[] = []): Promise<ChildProcess> {
   const entry = join(bundles, `${bundle}.js`);
-  const child = spawn(process.execPath, [entry], { cwd: REPOSITORY_ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeArgs, entry], { cwd: REPOSITORY_ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -104,7 +110,7 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0)
       },
       (error, result) => {
         if (error) return reject(error);
-        resolve({ rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
+        resolve({ rps: result.requests.average, cpuMicros: 0, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
       },
     );
     void instance;
@@ -190,10 +196,45 @@ async function callerOverheadMicros(): Promise<number> {
   return Math.max(0, median(samples) * 1000);
 }
 
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ, 100 on every Linux this runs on
+
+/** CPU time (user + system) a process has used so far, in µs, from /proc. */
+async function cpuMicros(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND) * 1e6;
+}
+
 async function residentMemoryMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
   const kib = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
   return Math.round((kib / 1024) * 10) / 10;
+}
+
+type ServerProfile = ProfileSummary & { file: string; requests: number };
+
+/** Each concern's self time in µs per request, for A beside B (memory), largest difference first. */
+function profileLines(profile: { a: ServerProfile; b: ServerProfile }): string[] {
+  const perRequest = (server: ServerProfile, concern: string) =>
+    ((server.concerns.find((entry) => entry.concern === concern)?.share ?? 0) / 100) * ((server.busyMs * 1000) / Math.max(1, server.requests));
+  const concerns = [...new Set([...profile.b.concerns, ...profile.a.concerns].map((entry) => entry.concern))]
+    .map((concern) => ({ concern, a: perRequest(profile.a, concern), b: perRequest(profile.b, concern) }))
+    .sort((x, y) => y.b - y.a - (x.b - x.a));
+  const total = (server: ServerProfile) => (server.busyMs * 1000) / Math.max(1, server.requests);
+  const row = (label: string, a: number, b: number) => `| ${label} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b - a).toFixed(1)} |`;
+  return [
+    '',
+    'CPU profile (node --cpu-prof; self time per request in µs, idle and start-up left out; the sampling itself adds some):',
+    '',
+    '| concern | A bare hono | B predictor (memory) | B − A |',
+    '|---|---|---|---|',
+    ...concerns.map(({ concern, a, b }) => row(concern, a, b)),
+    row('**total**', total(profile.a), total(profile.b)),
+    '',
+    `hottest functions of B (share of its busy time); the trees: ${profile.a.file}, ${profile.b.file} (DevTools)`,
+    ...profile.b.hottest.map(({ fn, where, share }) => `  ${share.toFixed(1).padStart(5)}%  ${fn} ${where}`),
+  ];
 }
 
 /** Before starting anything: the distributed configuration runs only where both engines answer. */
@@ -207,35 +248,65 @@ try {
   // A plan large enough never to refuse: the bench measures the checks, not the refusals.
   await writeFile(plans, JSON.stringify({ plans: { standard: { burst: 1e12, refillPerSecond: 1e12, dailyQuota: 1e14 } }, defaultPlan: 'standard' }));
   const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
+  /**
+   * `--profile`: one more A and one more B (memory) under `node --cpu-prof`, loaded like the
+   * others after the rounds, so the sampling never slows a measured configuration. The profiles
+   * are kept for DevTools; the summary puts each concern in µs per request, A beside B.
+   */
+  const profileServer = async (bundle: 'bare-hono' | 'predictor', headers: Record<string, string>, idempotentShare: number) => {
+    const port = await freePort();
+    const profileDir = `${data.path}/profile-${bundle}`;
+    const env = bundle === 'predictor' ? predictorEnv('memory', `${data.path}/b-profiled`, port) : { BENCH_PORT: String(port) };
+    const child = await startServer(bundle, env, port, bundle === 'predictor' ? '/readyz' : '/healthz', 200, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
+    const url = `http://127.0.0.1:${port}/v1/predict`;
+    let requests = 0;
+    for (let run = 0; run < 2; run += 1) requests += (await load(url, headers, idempotentShare)).requests; // warm-up included: the profile spans both
+    await stopChild(child); // a normal exit writes the profile
+    const [file] = await readdir(profileDir);
+    if (!file) throw new Error(`bench: the profiled ${bundle} wrote no profile`);
+    const text = await readFile(join(profileDir, file), 'utf8');
+    const kept = join(dirname(out), `${bundle}.cpuprofile`);
+    await mkdir(join(kept, '..'), { recursive: true });
+    await writeFile(kept, text);
+    return { file: kept, requests, ...summariseCpuProfile(JSON.parse(text) as CpuProfile) };
+  };
+
   const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
-  await startServer('bare-hono', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
+  const a = await startServer('bare-hono', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
   const bMemory = await startServer('predictor', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
-  await startServer('predictor', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
+  const bSqlite = await startServer('predictor', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
+  let bDist: ChildProcess | undefined;
   if (distSkipped === undefined) {
     const distEnv = { RATE_LIMIT_STORE: 'redis', REDIS_URL: dist.redisUrl, REDIS_KEY_PREFIX: dist.redisKeyPrefix, DATABASE_URL: dist.databaseUrl, DATABASE_SCHEMA: dist.schema };
-    await startServer('predictor', { ...predictorEnv('postgres', `${data.path}/b-dist`, ports.bDist), ...distEnv }, ports.bDist, '/readyz');
+    bDist = await startServer('predictor', { ...predictorEnv('postgres', `${data.path}/b-dist`, ports.bDist), ...distEnv }, ports.bDist, '/readyz');
   }
-  await startServer('express-stack', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
+  const c = await startServer('express-stack', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
 
-  const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number }[] = [
-    { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0 },
-    { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
-    { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE },
-    ...(distSkipped === undefined ? [{ name: DIST, url: `http://127.0.0.1:${ports.bDist}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: IDEMPOTENT_SHARE }] : []),
-    { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: { authorization: `Bearer ${token}` }, idempotentShare: 0 },
+  const bearer = { authorization: `Bearer ${token}` };
+  const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number; server: ChildProcess }[] = [
+    { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0, server: a },
+    { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bMemory },
+    { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bSqlite },
+    ...(bDist ? [{ name: DIST, url: `http://127.0.0.1:${ports.bDist}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bDist }] : []),
+    { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: bearer, idempotentShare: 0, server: c },
   ];
   const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
   for (const config of configs) await load(config.url, config.headers, config.idempotentShare); // warm-up (JIT, caches), not counted
   for (let round = 1; round <= rounds; round += 1) {
     for (const config of configs) {
+      const cpuBefore = await cpuMicros(config.server.pid!);
       const sample = await load(config.url, config.headers, config.idempotentShare);
+      sample.cpuMicros = ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, sample.requests);
       samples.get(config.name)!.push(sample);
-      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
+      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
     }
   }
   const tokenSample = await load(`${auth.issuer}/token`, { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }).catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
   const overheadMicros = await callerOverheadMicros();
+  const profile = values.profile
+    ? { a: await profileServer('bare-hono', {}, 0), b: await profileServer('predictor', { authorization: `Bearer ${token}` }, IDEMPOTENT_SHARE) }
+    : undefined;
 
   const summary = configs.map(({ name }) => {
     const list = samples.get(name)!;
@@ -245,6 +316,7 @@ try {
       rps: { median: Math.round(median(rps)), min: Math.round(Math.min(...rps)), max: Math.round(Math.max(...rps)) },
       p50: median(list.map((sample) => sample.p50)),
       p99: median(list.map((sample) => sample.p99)),
+      cpuMicrosPerRequest: Math.round(median(list.map((sample) => sample.cpuMicros))),
       allOk: list.every((sample) => sample.non2xx === 0 && sample.errors === 0 && sample.requests > 0),
     };
   });
@@ -266,26 +338,28 @@ try {
       'B/A (sqlite)': ratio('B predictor (sqlite)', 'A bare hono'),
       'B/A (dist)': distSkipped === undefined ? ratio(DIST, 'A bare hono') : null,
       'B/C (memory)': ratio('B predictor (memory)', 'C express stack'),
+      'CPU per request B/A (memory)': Math.round((rowOf('B predictor (memory)').cpuMicrosPerRequest / Math.max(1, rowOf('A bare hono').cpuMicrosPerRequest)) * 100) / 100,
       'p99 B/A (memory)': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
     },
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: tokenSample.non2xx === 0 && tokenSample.errors === 0 },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
     predictorResidentMemoryMiB: memoryMiB,
+    ...(profile ? { profile } : {}),
   };
 
   const lines = [
     `bench ${result.date.slice(0, 10)} — ${result.machine.cores} cores, ${result.machine.cpu}, Node ${result.machine.node}; ${rounds} rounds × ${durationSeconds} s, ${connections} connections`,
     '',
-    '| configuration | req/s median (min–max) | p50 ms | p99 ms | every answer 200 |',
-    '|---|---|---|---|---|',
-    ...summary.map((row) => `| ${row.name} | ${row.rps.median} (${row.rps.min}–${row.rps.max}) | ${row.p50} | ${row.p99} | ${row.allOk ? 'yes' : 'NO'} |`),
+    '| configuration | req/s median (min–max) | p50 ms | p99 ms | server CPU µs/request | every answer 200 |',
+    '|---|---|---|---|---|---|',
+    ...summary.map((row) => `| ${row.name} | ${row.rps.median} (${row.rps.min}–${row.rps.max}) | ${row.p50} | ${row.p99} | ${row.cpuMicrosPerRequest} | ${row.allOk ? 'yes' : 'NO'} |`),
     ...(distSkipped === undefined ? [] : ['', `${DIST} skipped: ${distSkipped}`]),
     '',
     `ratios (round by round, median): ${Object.entries(result.ratios).flatMap(([name, value]) => (value === null ? [] : [`${name} ${value}`])).join(', ')}`,
     `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
+    ...(profile ? profileLines(profile) : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  const out = values.out ?? join(REPOSITORY_ROOT, '.data', 'bench', 'latest.json');
   await mkdir(join(out, '..'), { recursive: true });
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\nwritten to ${out}\n`);

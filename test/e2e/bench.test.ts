@@ -7,18 +7,25 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
   it('measures every configuration, checks every answer was 200, prints the table and writes the JSON', async () => {
     const dir = await temporaryDirectory('bench');
     const out = `${dir.path}/bench.json`;
-    const bench = startTypeScript('bench', 'bench/src/bench.ts', {}, ['--rounds', '1', '--duration', '1', '--connections', '10', '--out', out]);
+    const bench = startTypeScript('bench', 'bench/src/bench.ts', {}, ['--rounds', '1', '--duration', '1', '--connections', '10', '--profile', '--out', out]);
     const { code } = await bench.exited;
     assert.equal(code, 0, bench.output());
     assert.match(bench.stdoutLines.join('\n'), /\| B predictor \(memory\) \| \d+/);
     const result = JSON.parse(await readFile(out, 'utf8')) as {
-      configurations: { name: string; allOk: boolean }[];
+      configurations: { name: string; allOk: boolean; cpuMicrosPerRequest: number }[];
       distributed: { name: string; skipped: boolean; allOk?: boolean; reason?: string };
       tokenIssuance: { tokensPerSecond: number };
+      profile: { a: { busyMs: number; concerns: { concern: string; share: number }[] }; b: { busyMs: number; requests: number; concerns: { concern: string; share: number }[] } };
       callerOverheadMicrosPerCall: number;
     };
     assert.deepEqual(result.configurations.map((row) => row.name), ['A bare hono', 'B predictor (memory)', 'B predictor (sqlite)', 'C express stack']);
     assert.ok(result.configurations.every((row) => row.allOk));
+    assert.ok(result.configurations.every((row) => row.cpuMicrosPerRequest > 0), 'server CPU per request measured for every configuration');
+    // --profile: both profiles were written, read and grouped; the table compares them per request.
+    assert.ok(result.profile.b.requests > 0 && result.profile.b.busyMs > 0);
+    assert.ok(result.profile.b.concerns.some((entry) => entry.concern === 'request log (pino)'), 'the predictor logs every request');
+    assert.ok(!result.profile.a.concerns.some((entry) => entry.concern === 'request log (pino)'), 'the bare route logs nothing');
+    assert.match(bench.stdoutLines.join('\n'), /\| concern \| A bare hono \| B predictor \(memory\) \| B − A \|/);
     // .ci/run starts Redis and PostgreSQL, so the distributed configuration runs here too.
     assert.equal(result.distributed.name, 'B predictor (dist)');
     assert.equal(result.distributed.skipped, false, result.distributed.reason);
