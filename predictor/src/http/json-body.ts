@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
-import { MalformedJson, PayloadTooLarge, UnsupportedMediaType } from './problems.js';
+import { IncompleteBody, MalformedJson, PayloadTooLarge, UnsupportedMediaType } from './problems.js';
 
 const JSON_MEDIA_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
@@ -29,14 +29,19 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
 
 const TOO_LARGE = Symbol('too large');
 
-/** With listeners rather than an async iterator, which costs a promise per chunk and a stream wrapper per request. */
+/**
+ * With listeners rather than an async iterator, which costs a promise per chunk and a stream
+ * wrapper per request. A stream that ended, failed or closed before this runs (the client
+ * gave up while the token was being checked) settles at once instead of waiting forever.
+ */
 function readIncoming(incoming: IncomingMessage, limitBytes: number): Promise<Buffer | typeof TOO_LARGE> {
   if (incoming.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  if (incoming.readableDidRead || incoming.errored || incoming.destroyed) return Promise.reject(new IncompleteBody());
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const settle = () => {
-      incoming.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      incoming.off('data', onData).off('end', onEnd).off('error', onIncomplete).off('close', onIncomplete);
     };
     const onData = (chunk: Buffer) => {
       size += chunk.byteLength;
@@ -46,9 +51,10 @@ function readIncoming(incoming: IncomingMessage, limitBytes: number): Promise<Bu
       resolve(TOO_LARGE);
     };
     const onEnd = () => (settle(), resolve(Buffer.concat(chunks, size)));
-    const onError = (error: Error) => (settle(), reject(error));
-    const onClose = () => (settle(), reject(new Error('the client closed the connection before the body was complete')));
-    incoming.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
+    // 'close' after 'end' never gets here: 'end' removed this listener.
+    const onIncomplete = () => (settle(), reject(new IncompleteBody()));
+    incoming.on('data', onData).once('end', onEnd).once('error', onIncomplete).once('close', onIncomplete);
+    incoming.resume(); // a 'data' listener does not restart a stream someone paused
   });
 }
 

@@ -114,6 +114,13 @@ export class UnsupportedMediaType extends HttpProblem {
   }
 }
 
+/** The connection closed or failed before the whole body arrived: nobody reads this answer, but the log and metrics count it. */
+export class IncompleteBody extends HttpProblem {
+  constructor() {
+    super(400, 'incomplete-body', 'Incomplete body', 'The connection ended before the whole request body arrived.');
+  }
+}
+
 export class MalformedJson extends HttpProblem {
   constructor() {
     super(400, 'malformed-json', 'Malformed JSON', 'The request body is not valid JSON.');
