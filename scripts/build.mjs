@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run build [-- --outdir <dir>] [--entry <name>=<source> ...]`: bundles every entry of
-// build-entries.mjs, and any extra `--entry` (the bench's peers), into `<outdir>/<name>.js`
-// (default `dist/` at the repository root) for the container images.
+// build-entries.mjs into `<outdir>/<name>.js` (default `dist/` at the repository root) for
+// the container images; with `--entry` (the bench's peers) only the entries given.
 //
 // The workspaces (`@m2m/*`, `caller`) export TypeScript sources, so they are bundled in;
 // every third-party package stays external and is resolved from node_modules at run
@@ -30,9 +30,11 @@ const externalThirdParty = {
 
 async function main() {
   const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' }, entry: { type: 'string', multiple: true, default: [] } } });
-  const extra = values.entry.map((spec) => {
-    const [name, source] = spec.split('=');
-    if (!name || !source) throw new Error(`--entry takes <name>=<source>, got ${spec}`);
+  const requested = values.entry.map((spec) => {
+    const separator = spec.indexOf('=');
+    const [name, source] = [spec.slice(0, separator), spec.slice(separator + 1)];
+    if (separator < 0 || !/^[\w-]+$/.test(name) || !source) throw new Error(`--entry takes <name>=<source> with a name of letters, digits, _ and -, got ${spec}`);
+    if (!existsSync(join(ROOT, source))) throw new Error(`--entry ${name}: ${source} does not exist`);
     return { name, source };
   });
   const outdir = resolve(ROOT, values.outdir);
@@ -41,7 +43,7 @@ async function main() {
     throw new Error(`--outdir must not be the repository or a folder above it: ${outdir}`);
   }
 
-  const entries = [...ENTRIES, ...extra].filter((entry) => {
+  const entries = (requested.length > 0 ? requested : ENTRIES).filter((entry) => {
     if (existsSync(join(ROOT, entry.source))) return true;
     process.stdout.write(`build: skipping ${entry.name}.js: ${entry.source} does not exist\n`);
     return false;

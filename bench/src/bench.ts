@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { rmSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
@@ -69,18 +70,27 @@ process.once('exit', () => children.forEach((child) => child.kill('SIGKILL')));
  * repository (so the third-party imports resolve from its node_modules), removed afterwards.
  */
 const bundles = join(REPOSITORY_ROOT, '.data', 'bench', `dist-${distRun}`);
+// Ctrl-C: the servers share the terminal's signal; the bundles would be left behind.
+process.once('SIGINT', () => {
+  rmSync(bundles, { recursive: true, force: true });
+  process.exit(130);
+});
 const PEERS = { 'bare-hono': 'bench/src/peers/bare-hono.ts', 'express-stack': 'bench/src/peers/express-stack.ts' };
 
+/** The product exactly as `npm run build` makes it for the images, and the peers apart, so they share no chunk with it. */
 async function buildBundles(): Promise<void> {
-  const args = [join(REPOSITORY_ROOT, 'scripts', 'build.mjs'), '--outdir', bundles, ...Object.entries(PEERS).flatMap(([name, source]) => ['--entry', `${name}=${source}`])];
-  const build = spawn(process.execPath, args, { cwd: REPOSITORY_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
-  const code = await new Promise<number | null>((resolve) => build.once('exit', resolve));
-  if (code !== 0) throw new Error(`bench: npm run build failed (exit ${code})`);
+  const build = async (outdir: string, extra: string[]) => {
+    const child = spawn(process.execPath, [join(REPOSITORY_ROOT, 'scripts', 'build.mjs'), '--outdir', outdir, ...extra], { cwd: REPOSITORY_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    if (code !== 0) throw new Error(`bench: npm run build failed (exit ${code})`);
+  };
+  await build(join(bundles, 'product'), []);
+  await build(join(bundles, 'peers'), Object.entries(PEERS).flatMap(([name, source]) => ['--entry', `${name}=${source}`]));
 }
 
 /** Starts a bundle with its output discarded (logging still happens), and waits until `readyPath` answers. */
 async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record<string, string>, port: number, readyPath: string, readyStatus = 200, nodeArgs: string[] = []): Promise<ChildProcess> {
-  const entry = join(bundles, `${bundle}.js`);
+  const entry = join(bundles, bundle === 'predictor' ? 'product' : 'peers', `${bundle}.js`);
   const child = spawn(process.execPath, [...nodeArgs, entry], { cwd: REPOSITORY_ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   const deadline = Date.now() + 30_000;
@@ -92,7 +102,7 @@ async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record
   }
 }
 
-function load(url: string, headers: Record<string, string>, idempotentShare = 0): Promise<Sample> {
+function load(url: string, headers: Record<string, string>, idempotentShare = 0): Promise<Omit<Sample, 'cpuMicros'>> {
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -110,7 +120,7 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0)
       },
       (error, result) => {
         if (error) return reject(error);
-        resolve({ rps: result.requests.average, cpuMicros: 0, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
+        resolve({ rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
       },
     );
     void instance;
@@ -221,25 +231,26 @@ async function residentMemoryMiB(pid: number): Promise<number> {
   return Math.round((kib / 1024) * 10) / 10;
 }
 
-type ServerProfile = ProfileSummary & { file: string; requests: number };
+type ServerProfile = ProfileSummary & { file: string; requests: number; cpuMicrosPerRequest: number };
 
-/** Each concern's self time in µs per request, for A beside B (memory), largest difference first. */
+/**
+ * Each concern in CPU µs per request, A beside B (memory), largest difference first: the
+ * profile gives the shares, /proc the CPU time they divide (the sampler's clock is wall time).
+ */
 function profileLines(profile: { a: ServerProfile; b: ServerProfile }): string[] {
-  const perRequest = (server: ServerProfile, concern: string) =>
-    ((server.concerns.find((entry) => entry.concern === concern)?.share ?? 0) / 100) * ((server.busyMs * 1000) / Math.max(1, server.requests));
+  const perRequest = (server: ServerProfile, concern: string) => ((server.concerns.find((entry) => entry.concern === concern)?.share ?? 0) / 100) * server.cpuMicrosPerRequest;
   const concerns = [...new Set([...profile.b.concerns, ...profile.a.concerns].map((entry) => entry.concern))]
     .map((concern) => ({ concern, a: perRequest(profile.a, concern), b: perRequest(profile.b, concern) }))
     .sort((x, y) => y.b - y.a - (x.b - x.a));
-  const total = (server: ServerProfile) => (server.busyMs * 1000) / Math.max(1, server.requests);
   const row = (label: string, a: number, b: number) => `| ${label} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b - a).toFixed(1)} |`;
   return [
     '',
-    'CPU profile (node --cpu-prof; self time per request in µs, idle and start-up left out; the sampling itself adds some):',
+    'CPU profile (node --cpu-prof for the shares, /proc for the CPU time; µs per request under profiling, start-up left out):',
     '',
     '| concern | A bare hono | B predictor (memory) | B − A |',
     '|---|---|---|---|',
     ...concerns.map(({ concern, a, b }) => row(concern, a, b)),
-    row('**total**', total(profile.a), total(profile.b)),
+    row('**total**', profile.a.cpuMicrosPerRequest, profile.b.cpuMicrosPerRequest),
     '',
     `hottest functions of B (share of its busy time); the trees: ${profile.a.file}, ${profile.b.file} (DevTools)`,
     ...profile.b.hottest.map(({ fn, where, share }) => `  ${share.toFixed(1).padStart(5)}%  ${fn} ${where}`),
@@ -266,22 +277,36 @@ try {
     const port = await freePort();
     const profileDir = `${data.path}/profile-${bundle}`;
     const env = bundle === 'predictor' ? predictorEnv('memory', `${data.path}/b-profiled`, port) : { BENCH_PORT: String(port) };
-    const child = await startServer(bundle, env, port, bundle === 'predictor' ? '/readyz' : '/healthz', 200, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
+    const server = await startServer(bundle, env, port, bundle === 'predictor' ? '/readyz' : '/healthz', 200, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
     const url = `http://127.0.0.1:${port}/v1/predict`;
+    // The profile spans both loads (the warm-up too), and so does the CPU time taken from /proc.
+    const cpuBefore = await cpuMicros(server.pid!);
     let requests = 0;
-    for (let run = 0; run < 2; run += 1) requests += (await load(url, headers, idempotentShare)).requests; // warm-up included: the profile spans both
-    await stopChild(child); // a normal exit writes the profile
-    const [file] = await readdir(profileDir);
-    if (!file) throw new Error(`bench: the profiled ${bundle} wrote no profile`);
+    for (let run = 0; run < 2; run += 1) requests += (await load(url, headers, idempotentShare)).requests;
+    const cpuMicrosPerRequest = ((await cpuMicros(server.pid!)) - cpuBefore) / Math.max(1, requests);
+    await stopChild(server); // a normal exit writes the profile
+    const [file] = await readdir(profileDir).catch(() => []);
+    if (!file) throw new Error(`the profiled ${bundle} wrote no profile`);
     const text = await readFile(join(profileDir, file), 'utf8');
     const kept = join(dirname(out), `${bundle}.cpuprofile`);
-    await mkdir(join(kept, '..'), { recursive: true });
+    await mkdir(dirname(kept), { recursive: true });
     await writeFile(kept, text);
-    return { file: kept, requests, ...summariseCpuProfile(JSON.parse(text) as CpuProfile) };
+    const isApplication = (scriptUrl: string) => scriptUrl.includes(bundles);
+    return { file: kept, requests, cpuMicrosPerRequest, ...summariseCpuProfile(JSON.parse(text) as CpuProfile, isApplication) };
+  };
+  /** A failed profile costs its table, not the measured rounds. */
+  const profileBoth = async () => {
+    try {
+      return { a: await profileServer('bare-hono', {}, 0), b: await profileServer('predictor', { authorization: `Bearer ${token}` }, IDEMPOTENT_SHARE) };
+    } catch (error) {
+      process.stderr.write(`bench: --profile failed: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+      return undefined;
+    }
   };
 
   const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
-  const a = await startServer('bare-hono', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
+  const serverA = await startServer('bare-hono', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
   const bMemory = await startServer('predictor', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
   const bSqlite = await startServer('predictor', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
   let bDist: ChildProcess | undefined;
@@ -289,23 +314,23 @@ try {
     const distEnv = { RATE_LIMIT_STORE: 'redis', REDIS_URL: dist.redisUrl, REDIS_KEY_PREFIX: dist.redisKeyPrefix, DATABASE_URL: dist.databaseUrl, DATABASE_SCHEMA: dist.schema };
     bDist = await startServer('predictor', { ...predictorEnv('postgres', `${data.path}/b-dist`, ports.bDist), ...distEnv }, ports.bDist, '/readyz');
   }
-  const c = await startServer('express-stack', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
+  const serverC = await startServer('express-stack', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
 
   const bearer = { authorization: `Bearer ${token}` };
   const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number; server: ChildProcess }[] = [
-    { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0, server: a },
+    { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0, server: serverA },
     { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bMemory },
     { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bSqlite },
     ...(bDist ? [{ name: DIST, url: `http://127.0.0.1:${ports.bDist}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bDist }] : []),
-    { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: bearer, idempotentShare: 0, server: c },
+    { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: bearer, idempotentShare: 0, server: serverC },
   ];
   const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
   for (const config of configs) await load(config.url, config.headers, config.idempotentShare); // warm-up (JIT, caches), not counted
   for (let round = 1; round <= rounds; round += 1) {
     for (const config of configs) {
       const cpuBefore = await cpuMicros(config.server.pid!);
-      const sample = await load(config.url, config.headers, config.idempotentShare);
-      sample.cpuMicros = ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, sample.requests);
+      const measured = await load(config.url, config.headers, config.idempotentShare);
+      const sample: Sample = { ...measured, cpuMicros: ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, measured.requests) };
       samples.get(config.name)!.push(sample);
       process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
     }
@@ -313,9 +338,7 @@ try {
   const tokenSample = await load(`${auth.issuer}/token`, { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }).catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
   const overheadMicros = await callerOverheadMicros();
-  const profile = values.profile
-    ? { a: await profileServer('bare-hono', {}, 0), b: await profileServer('predictor', { authorization: `Bearer ${token}` }, IDEMPOTENT_SHARE) }
-    : undefined;
+  const profile = values.profile ? await profileBoth() : undefined;
 
   const summary = configs.map(({ name }) => {
     const list = samples.get(name)!;
@@ -369,7 +392,7 @@ try {
     ...(profile ? profileLines(profile) : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  await mkdir(join(out, '..'), { recursive: true });
+  await mkdir(dirname(out), { recursive: true });
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\nwritten to ${out}\n`);
   if (!summary.every((row) => row.allOk)) {
@@ -378,8 +401,7 @@ try {
   }
 } finally {
   // Every server gone before the engines are cleaned, so none writes a key or a row afterwards.
-  await Promise.all(children.map(stopChild));
-  await stopAll();
+  await Promise.allSettled([...children.map(stopChild), stopAll()]);
   if (distSkipped === undefined) {
     await removeDistributedState().then(
       (removed) => process.stderr.write(`bench: ${removed}\n`),
@@ -389,6 +411,5 @@ try {
       },
     );
   }
-  await data.remove();
-  await rm(bundles, { recursive: true, force: true });
+  await Promise.allSettled([data.remove(), rm(bundles, { recursive: true, force: true })]);
 }

@@ -9,7 +9,10 @@ export interface CpuProfile {
 }
 
 export interface ProfileSummary {
-  /** CPU time spent serving, in ms: idle time and start-up (module loading) left out. */
+  /**
+   * Sampled time spent serving, in ms: idle time and start-up (module loading) left out. The
+   * sampler measures wall time, so time spent waiting for a core counts too: use the shares.
+   */
   busyMs: number;
   /** Self time by concern, largest first, as shares of `busyMs`. */
   concerns: { concern: string; share: number }[];
@@ -20,22 +23,24 @@ export interface ProfileSummary {
 type Frame = CpuProfile['nodes'][number]['callFrame'];
 
 /** First match wins; the order puts the specific before the general. */
-const CONCERNS: [string, (frame: Frame) => boolean][] = [
+const concernsFor = (isApplication: (url: string) => boolean): [string, (frame: Frame) => boolean][] => [
   ['idle', (f) => f.functionName === '(idle)'],
   ['start-up', (f) => /node:internal\/modules\/|cjs-module-lexer/.test(f.url) || f.functionName === 'compileSourceTextModule'],
   ['socket writes (kernel)', (f) => f.functionName === 'writev' || f.functionName === 'writeUtf8String' || f.functionName === 'writeBuffer'],
-  ['request log (pino)', (f) => /node_modules\/(pino|sonic-boom|@pinojs)\//.test(f.url)],
+  ['request log (pino)', (f) => /node_modules\/(pino|sonic-boom|@pinojs|safe-stable-stringify|quick-format-unescaped|on-exit-leak-free)\//.test(f.url)],
   ['metrics (prom-client)', (f) => f.url.includes('node_modules/prom-client/')],
   ['validation (zod)', (f) => f.url.includes('node_modules/zod/')],
   ['web Headers (undici)', (f) => f.url.includes('internal/deps/undici')],
   ['Hono and its Node adapter', (f) => /node_modules\/(hono|@hono\/node-server)\//.test(f.url)],
   ['Node HTTP, streams and sockets', (f) => f.url.startsWith('node:')],
   ['garbage collection', (f) => f.functionName === '(garbage collector)'],
-  ['the predictor (bundle)', (f) => /\/predictor\.js$|\/predictor\/src\//.test(f.url)],
+  ['the application\'s own code (its bundle and chunks)', (f) => isApplication(f.url)],
   ['other (V8, microtasks, natives)', () => true],
 ];
 
-export function summariseCpuProfile(profile: CpuProfile, top = 12): ProfileSummary {
+/** `isApplication` tells the server's own code (its bundle) from the libraries it calls. */
+export function summariseCpuProfile(profile: CpuProfile, isApplication: (url: string) => boolean, top = 12): ProfileSummary {
+  const concerns = concernsFor(isApplication);
   const nodes = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
   const selfMicros = new Map<number, number>();
   // timeDeltas[i] is the time before sample i, so sample i lasts until the next one.
@@ -45,7 +50,7 @@ export function summariseCpuProfile(profile: CpuProfile, top = 12): ProfileSumma
   const byFunction = new Map<string, { fn: string; where: string; micros: number }>();
   for (const [id, micros] of selfMicros) {
     const frame = nodes.get(id)!;
-    const concern = CONCERNS.find(([, matches]) => matches(frame))![0];
+    const concern = concerns.find(([, matches]) => matches(frame))![0];
     byConcern.set(concern, (byConcern.get(concern) ?? 0) + micros);
     if (concern === 'idle' || concern === 'start-up') continue;
     const where = `${frame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\//, '')}:${frame.lineNumber + 1}`;

@@ -11,8 +11,8 @@ import type { Metrics } from './metrics.js';
  */
 export function observeRequests(logger: Logger, metrics: Metrics) {
   // The fields of this line are listed below and none can hold a credential, so it skips the
-  // logger's redaction safety net, which walks every field of every line (measured: 15%
-  // of the predictor's CPU per request). Every other line keeps it.
+  // logger's redaction safety net, which walks every field of every line (measured: about
+  // 40 µs of CPU per request). Every other line keeps it; a test pins this line's fields.
   const requestLog = logger.child({}, { redact: [] });
   return createMiddleware<AppEnv>(async function observeRequest(c, next) {
     const started = performance.now();

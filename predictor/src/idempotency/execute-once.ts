@@ -17,7 +17,11 @@ export interface IdempotentResult {
  * error (validation, 429, 5xx) releases the claim so the same key can be retried.
  *
  * It deals in plain responses rather than `Response` objects: reading a `Response`'s
- * body to store it costs a web stream per request (measured: about 1 ms each).
+ * body to store it costs a web stream per request (measured: about 1 ms each). What
+ * `execute` returns is stored and replayed as it is, so it holds only what a replay may
+ * repeat (status, content-type, body); the request id and rate-limit fields are added per
+ * request by the caller. The non-2xx branch guards future callers: the predict route's
+ * `execute` throws rather than return an error.
  */
 export async function executeOnce(
   deps: { store: IdempotencyStore; metrics: Metrics; onOutcome: (outcome: IdempotencyOutcome) => void },

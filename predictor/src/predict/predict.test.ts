@@ -269,6 +269,11 @@ describe('observability', () => {
     assert.equal(first?.['clientId'], 'demo-caller');
     assert.equal(first?.['idempotency'], 'executed');
     assert.deepEqual((first?.['rateLimit'] as { allowed: boolean }).allowed, true);
+    // The request line skips the redaction walk: a new field here must be one that can never hold a credential.
+    const REQUEST_LINE_FIELDS = ['level', 'time', 'service', 'pid', 'msg', 'requestId', 'method', 'route', 'status', 'durationMs', 'clientId', 'authMethod', 'kid', 'idempotencyKey', 'rateLimit', 'idempotency'];
+    for (const line of lines.map((text) => JSON.parse(text) as Record<string, unknown>).filter((line) => line['msg'] === 'request')) {
+      assert.deepEqual(Object.keys(line).filter((key) => !REQUEST_LINE_FIELDS.includes(key)), [], 'a field the request line was not reviewed for');
+    }
     const all = lines.join('\n');
     for (const secret of [secretCookie, 'nobody-token-secret-value', apiKey, apiKey.slice('m2mk_'.length + 17)]) assert.ok(!all.includes(secret), `log leaks ${secret.slice(0, 12)}…`);
   });
