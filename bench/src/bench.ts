@@ -15,6 +15,7 @@ import pg from 'pg';
 import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
+import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, type Sample } from './summary.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
 
 // npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
@@ -40,17 +41,6 @@ const connections = Number(values.connections);
 /** Share of B's requests that carry an Idempotency-Key (claim + store + complete). */
 const IDEMPOTENT_SHARE = 0.1;
 const BODY = JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] });
-
-interface Sample {
-  rps: number;
-  /** The server process's CPU time (user + system) per request, in µs: far steadier than req/s on a shared VM. */
-  cpuMicros: number;
-  p50: number;
-  p99: number;
-  requests: number;
-  non2xx: number;
-  errors: number;
-}
 
 type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'B predictor (dist)' | 'C express stack';
 const DIST: ConfigName = 'B predictor (dist)';
@@ -102,7 +92,7 @@ async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record
   }
 }
 
-function load(url: string, headers: Record<string, string>, idempotentShare = 0): Promise<Omit<Sample, 'cpuMicros'>> {
+function load(url: string, headers: Record<string, string>, idempotentShare = 0, body = BODY): Promise<Omit<Sample, 'cpuMicros'>> {
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -111,7 +101,7 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0)
         connections,
         duration: durationSeconds,
         headers: { 'content-type': 'application/json', ...headers },
-        body: BODY,
+        body,
         requests: [
           {
             setupRequest: (request) => (Math.random() < idempotentShare ? { ...request, headers: { ...request.headers, 'idempotency-key': randomUUID() } } : request),
@@ -167,12 +157,6 @@ async function removeDistributedState(): Promise<string> {
   }
   return `schema ${dist.schema} dropped, ${deleted} Redis key(s) under ${dist.redisKeyPrefix} deleted`;
 }
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 
 /**
  * What the caller library adds per call over a bare fetch of the same request, as CPU time of
@@ -335,26 +319,15 @@ try {
       process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
     }
   }
-  const tokenSample = await load(`${auth.issuer}/token`, { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }).catch(() => undefined);
+  const clientCredentials = { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' };
+  const tokenSample = await load(`${auth.issuer}/token`, clientCredentials, 0, 'grant_type=client_credentials&scope=predict').catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
   const overheadMicros = await callerOverheadMicros();
   const profile = values.profile ? await profileBoth() : undefined;
 
-  const summary = configs.map(({ name }) => {
-    const list = samples.get(name)!;
-    const rps = list.map((sample) => sample.rps);
-    return {
-      name,
-      rps: { median: Math.round(median(rps)), min: Math.round(Math.min(...rps)), max: Math.round(Math.max(...rps)) },
-      p50: median(list.map((sample) => sample.p50)),
-      p99: median(list.map((sample) => sample.p99)),
-      cpuMicrosPerRequest: Math.round(median(list.map((sample) => sample.cpuMicros))),
-      allOk: list.every((sample) => sample.non2xx === 0 && sample.errors === 0 && sample.requests > 0),
-    };
-  });
+  const summary = configs.map(({ name }) => summarise(name, samples.get(name)!));
   const rowOf = (name: ConfigName) => summary.find((candidate) => candidate.name === name)!;
-  const ratio = (numerator: ConfigName, denominator: ConfigName) =>
-    Math.round(median(samples.get(numerator)!.map((sample, index) => sample.rps / samples.get(denominator)![index]!.rps)) * 100) / 100;
+  const ratio = (numerator: ConfigName, denominator: ConfigName) => roundByRoundRatio(samples.get(numerator)!, samples.get(denominator)!);
   const result = {
     date: new Date().toISOString(),
     machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -373,14 +346,14 @@ try {
       'CPU per request B/A (memory)': Math.round((rowOf('B predictor (memory)').cpuMicrosPerRequest / Math.max(1, rowOf('A bare hono').cpuMicrosPerRequest)) * 100) / 100,
       'p99 B/A (memory)': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
     },
-    tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: tokenSample.non2xx === 0 && tokenSample.errors === 0 },
+    tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: answeredOnly200(tokenSample) },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
     predictorResidentMemoryMiB: memoryMiB,
     ...(profile ? { profile } : {}),
   };
 
   const lines = [
-    `bench ${result.date.slice(0, 10)} — ${result.machine.cores} cores, ${result.machine.cpu}, Node ${result.machine.node}; ${rounds} rounds × ${durationSeconds} s, ${connections} connections`,
+    `bench ${result.date.slice(0, 10)} — ${result.machine.cores} cores, ${result.machine.cpu}, Node ${result.machine.node}; ${rounds} round${rounds === 1 ? '' : 's'} × ${durationSeconds} s, ${connections} connections`,
     '',
     '| configuration | req/s median (min–max) | p50 ms | p99 ms | server CPU µs/request | every answer 200 |',
     '|---|---|---|---|---|---|',
@@ -395,10 +368,9 @@ try {
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\nwritten to ${out}\n`);
-  if (!summary.every((row) => row.allOk)) {
-    process.stderr.write('bench: a configuration answered something other than 200: its numbers are not a throughput\n');
-    process.exitCode = 1;
-  }
+  const failures = failedMeasurements(summary, result.tokenIssuance);
+  for (const failure of failures) process.stderr.write(`bench: ${failure}\n`);
+  if (failures.length > 0) process.exitCode = 1;
 } finally {
   // Every server gone before the engines are cleaned, so none writes a key or a row afterwards.
   await Promise.allSettled([...children.map(stopChild), stopAll()]);

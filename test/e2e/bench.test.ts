@@ -14,7 +14,7 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
     const result = JSON.parse(await readFile(out, 'utf8')) as {
       configurations: { name: string; allOk: boolean; cpuMicrosPerRequest: number }[];
       distributed: { name: string; skipped: boolean; allOk?: boolean; reason?: string };
-      tokenIssuance: { tokensPerSecond: number };
+      tokenIssuance: { tokensPerSecond: number; allOk: boolean };
       profile: { a: { busyMs: number; concerns: { concern: string; share: number }[] }; b: { busyMs: number; requests: number; concerns: { concern: string; share: number }[] } };
       callerOverheadMicrosPerCall: number;
     };
@@ -31,6 +31,7 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
     assert.equal(result.distributed.skipped, false, result.distributed.reason);
     assert.equal(result.distributed.allOk, true);
     assert.ok(result.tokenIssuance.tokensPerSecond > 0);
+    assert.equal(result.tokenIssuance.allOk, true, 'the token load was answered with tokens, not errors');
     assert.equal(typeof result.callerOverheadMicrosPerCall, 'number');
     await dir.remove();
   });

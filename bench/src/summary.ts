@@ -1,0 +1,64 @@
+/** One measured load of one configuration. */
+export interface Sample {
+  rps: number;
+  /** The server process's CPU time (user + system) per request, in µs: far steadier than req/s on a shared VM. */
+  cpuMicros: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+  errors: number;
+}
+
+export interface ConfigurationSummary {
+  name: string;
+  rps: { median: number; min: number; max: number };
+  p50: number;
+  p99: number;
+  cpuMicrosPerRequest: number;
+  /** Every request of every round answered 200 and there were some: only then is req/s a throughput. */
+  allOk: boolean;
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) throw new RangeError('median of no values');
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+/** A 401 storm, refused connections or a load that never ran are not a throughput. */
+export function answeredOnly200(sample: Pick<Sample, 'requests' | 'non2xx' | 'errors'>): boolean {
+  return sample.requests > 0 && sample.non2xx === 0 && sample.errors === 0;
+}
+
+/** Medians over the rounds, with the spread of req/s. */
+export function summarise(name: string, samples: Sample[]): ConfigurationSummary {
+  const rps = samples.map((sample) => sample.rps);
+  return {
+    name,
+    rps: { median: Math.round(median(rps)), min: Math.round(Math.min(...rps)), max: Math.round(Math.max(...rps)) },
+    p50: median(samples.map((sample) => sample.p50)),
+    p99: median(samples.map((sample) => sample.p99)),
+    cpuMicrosPerRequest: Math.round(median(samples.map((sample) => sample.cpuMicros))),
+    allOk: samples.every(answeredOnly200),
+  };
+}
+
+/**
+ * req/s of `numerator` over `denominator` round by round, then the median, to two decimals: both
+ * ran in the same round, so a round in which the machine was slow for everyone cancels out.
+ */
+export function roundByRoundRatio(numerator: Sample[], denominator: Sample[]): number {
+  if (numerator.length !== denominator.length) throw new RangeError('a ratio needs the same rounds on both sides');
+  return Math.round(median(numerator.map((sample, index) => sample.rps / denominator[index]!.rps)) * 100) / 100;
+}
+
+/** Why the run must fail (exit 1), one line each; empty when every measurement is a throughput. */
+export function failedMeasurements(configurations: ConfigurationSummary[], tokenIssuance: { allOk: boolean } | undefined): string[] {
+  return [
+    ...configurations.filter((row) => !row.allOk).map((row) => `${row.name} answered something other than 200: its numbers are not a throughput`),
+    ...(tokenIssuance?.allOk === false ? ['the token endpoint answered something other than 200: its tokens/s is not a rate of issued tokens'] : []),
+    ...(tokenIssuance === undefined ? ['the token issuance load failed'] : []),
+  ];
+}
