@@ -15,7 +15,8 @@ import pg from 'pg';
 import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
-import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, type Sample } from './summary.js';
+import { fixedRateLoad } from './fixed-rate.js';
+import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample, type SameLoadRound } from './summary.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
 
 // npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
@@ -40,6 +41,8 @@ const durationSeconds = Number(values.duration);
 const connections = Number(values.connections);
 /** Share of B's requests that carry an Idempotency-Key (claim + store + complete). */
 const IDEMPOTENT_SHARE = 0.1;
+/** The load offered to both A and B for their latency at the same load, as a share of B's throughput. */
+const SAME_LOAD_SHARE = 0.5;
 const BODY = JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] });
 
 type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'B predictor (dist)' | 'C express stack';
@@ -309,7 +312,14 @@ try {
     { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: bearer, idempotentShare: 0, server: serverC },
   ];
   const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
-  for (const config of configs) await load(config.url, config.headers, config.idempotentShare); // warm-up (JIT, caches), not counted
+  const warmUp = new Map<ConfigName, number>();
+  for (const config of configs) warmUp.set(config.name, (await load(config.url, config.headers, config.idempotentShare)).rps); // JIT, caches; not counted
+  // p99 "at the same load": A and B (memory) offered the same evenly spaced requests, at half
+  // of what B sustained in the warm-up. Under the saturating load above, each one's latency is
+  // mostly its own queue (50 connections over its throughput), which says little about B's work.
+  const sameLoadRate = Math.max(100, Math.round((warmUp.get('B predictor (memory)')! * SAME_LOAD_SHARE) / 100) * 100);
+  const sameLoadRounds: SameLoadRound[] = [];
+  const idempotencyKeyOnAShare = (): Record<string, string> => (Math.random() < IDEMPOTENT_SHARE ? { 'idempotency-key': randomUUID() } : {});
   for (let round = 1; round <= rounds; round += 1) {
     for (const config of configs) {
       const cpuBefore = await cpuMicros(config.server.pid!);
@@ -318,7 +328,15 @@ try {
       samples.get(config.name)!.push(sample);
       process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
     }
+    const [a, b] = [configs[0]!, configs[1]!];
+    const sameLoad: SameLoadRound = {
+      a: await fixedRateLoad({ url: a.url, headers: { 'content-type': 'application/json', ...a.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds }),
+      b: await fixedRateLoad({ url: b.url, headers: { 'content-type': 'application/json', ...b.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: idempotencyKeyOnAShare }),
+    };
+    sameLoadRounds.push(sameLoad);
+    process.stderr.write(`round ${round} at ${sameLoadRate} req/s     A p99 ${sameLoad.a.p99.toFixed(2)} ms, B (memory) p99 ${sameLoad.b.p99.toFixed(2)} ms\n`);
   }
+  const sameLoad = summariseSameLoad(sameLoadRate, sameLoadRounds);
   const clientCredentials = { authorization: `Basic ${Buffer.from(`demo-caller:${DEV_ENV['DEMO_CALLER_SECRET']!}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' };
   const tokenSample = await load(`${auth.issuer}/token`, clientCredentials, 0, 'grant_type=client_credentials&scope=predict').catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
@@ -338,13 +356,15 @@ try {
       distSkipped === undefined
         ? { ...rowOf(DIST), skipped: false as const, engines: { redis: redactUrl(dist.redisUrl), postgres: redactUrl(dist.databaseUrl) }, schema: dist.schema, redisKeyPrefix: dist.redisKeyPrefix }
         : { name: DIST, skipped: true as const, reason: distSkipped },
+    sameLoad,
     ratios: {
       'B/A (memory)': ratio('B predictor (memory)', 'A bare hono'),
       'B/A (sqlite)': ratio('B predictor (sqlite)', 'A bare hono'),
       'B/A (dist)': distSkipped === undefined ? ratio(DIST, 'A bare hono') : null,
       'B/C (memory)': ratio('B predictor (memory)', 'C express stack'),
       'CPU per request B/A (memory)': Math.round((rowOf('B predictor (memory)').cpuMicrosPerRequest / Math.max(1, rowOf('A bare hono').cpuMicrosPerRequest)) * 100) / 100,
-      'p99 B/A (memory)': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
+      'p99 B/A (memory) at the same load': sameLoad.p99Ratio,
+      'p99 B/A (memory) saturated': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
     },
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: answeredOnly200(tokenSample) },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
@@ -361,6 +381,7 @@ try {
     ...(distSkipped === undefined ? [] : ['', `${DIST} skipped: ${distSkipped}`]),
     '',
     `ratios (round by round, median): ${Object.entries(result.ratios).flatMap(([name, value]) => (value === null ? [] : [`${name} ${value}`])).join(', ')}`,
+    `latency at the same load (${sameLoad.rate} req/s offered to both, evenly spaced): A p50 ${sameLoad.a.p50} ms, p99 ${sameLoad.a.p99} ms; B (memory) p50 ${sameLoad.b.p50} ms, p99 ${sameLoad.b.p99} ms`,
     `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
     ...(profile ? profileLines(profile) : []),
   ];
@@ -368,7 +389,7 @@ try {
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\nwritten to ${out}\n`);
-  const failures = failedMeasurements(summary, result.tokenIssuance);
+  const failures = failedMeasurements(summary, result.tokenIssuance, sameLoad);
   for (const failure of failures) process.stderr.write(`bench: ${failure}\n`);
   if (failures.length > 0) process.exitCode = 1;
 } finally {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { failedMeasurements, median, roundByRoundRatio, summarise, type Sample } from './summary.js';
+import { failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample } from './summary.js';
 
 const sample = (overrides: Partial<Sample> = {}): Sample => ({ rps: 1000, cpuMicros: 100, p50: 4, p99: 12, requests: 3000, non2xx: 0, errors: 0, ...overrides });
 
@@ -37,5 +37,18 @@ describe('bench summary', () => {
     const b = [sample({ rps: 400 }), sample({ rps: 250 }), sample({ rps: 420 })];
     assert.equal(roundByRoundRatio(b, a), 0.42); // per round 0.40, 0.50, 0.42; the ratio of medians would say 0.40
     assert.throws(() => roundByRoundRatio(b, a.slice(1)), RangeError);
+  });
+
+  it('compares latency at the same load round by round, and fails the run if either side was refused', () => {
+    const side = (p99: number, failed = 0) => ({ p50: p99 / 4, p99, ok: 100, failed });
+    const summary = summariseSameLoad(2000, [
+      { a: side(2), b: side(3) },
+      { a: side(10), b: side(11) }, // a stall for both: the ratio of the round stays near 1
+      { a: side(2), b: side(5) },
+    ]);
+    assert.deepEqual(summary, { rate: 2000, a: { p50: 0.5, p99: 2 }, b: { p50: 1.25, p99: 5 }, p99Ratio: 1.5, allOk: true });
+    const refused = summariseSameLoad(2000, [{ a: side(2), b: side(3, 1) }]);
+    assert.equal(refused.allOk, false);
+    assert.deepEqual(failedMeasurements([], { allOk: true }, refused), ['A or B answered something other than 200 at the same load: those latencies are not of served requests']);
   });
 });

@@ -54,10 +54,41 @@ export function roundByRoundRatio(numerator: Sample[], denominator: Sample[]): n
   return Math.round(median(numerator.map((sample, index) => sample.rps / denominator[index]!.rps)) * 100) / 100;
 }
 
+/** One round of the same fixed request rate offered to A and to B. */
+export interface SameLoadRound {
+  a: { p50: number; p99: number; ok: number; failed: number };
+  b: { p50: number; p99: number; ok: number; failed: number };
+}
+
+export interface SameLoadSummary {
+  /** Requests per second offered to both. */
+  rate: number;
+  a: { p50: number; p99: number };
+  b: { p50: number; p99: number };
+  /** B's p99 over A's, round by round, median. */
+  p99Ratio: number;
+  allOk: boolean;
+}
+
+/** Latency in ms at the same offered load, medians over the rounds (two decimals). */
+export function summariseSameLoad(rate: number, rounds: SameLoadRound[]): SameLoadSummary {
+  if (rounds.length === 0) throw new RangeError('no rounds at the same load');
+  const ms = (value: number) => Math.round(value * 100) / 100;
+  const side = (key: 'a' | 'b') => ({ p50: ms(median(rounds.map((round) => round[key].p50))), p99: ms(median(rounds.map((round) => round[key].p99))) });
+  return {
+    rate,
+    a: side('a'),
+    b: side('b'),
+    p99Ratio: ms(median(rounds.map((round) => round.b.p99 / round.a.p99))),
+    allOk: rounds.every((round) => [round.a, round.b].every((side) => side.failed === 0 && side.ok > 0)),
+  };
+}
+
 /** Why the run must fail (exit 1), one line each; empty when every measurement is a throughput. */
-export function failedMeasurements(configurations: ConfigurationSummary[], tokenIssuance: { allOk: boolean } | undefined): string[] {
+export function failedMeasurements(configurations: ConfigurationSummary[], tokenIssuance: { allOk: boolean } | undefined, sameLoad?: { allOk: boolean }): string[] {
   return [
     ...configurations.filter((row) => !row.allOk).map((row) => `${row.name} answered something other than 200: its numbers are not a throughput`),
+    ...(sameLoad?.allOk === false ? ['A or B answered something other than 200 at the same load: those latencies are not of served requests'] : []),
     ...(tokenIssuance?.allOk === false ? ['the token endpoint answered something other than 200: its tokens/s is not a rate of issued tokens'] : []),
     ...(tokenIssuance === undefined ? ['the token issuance load failed'] : []),
   ];

@@ -17,6 +17,7 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
       tokenIssuance: { tokensPerSecond: number; allOk: boolean };
       profile: { a: { busyMs: number; concerns: { concern: string; share: number }[] }; b: { busyMs: number; requests: number; concerns: { concern: string; share: number }[] } };
       callerOverheadMicrosPerCall: number;
+      sameLoad: { rate: number; a: { p99: number }; b: { p99: number }; allOk: boolean };
     };
     assert.deepEqual(result.configurations.map((row) => row.name), ['A bare hono', 'B predictor (memory)', 'B predictor (sqlite)', 'C express stack']);
     assert.ok(result.configurations.every((row) => row.allOk));
@@ -33,6 +34,8 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
     assert.ok(result.tokenIssuance.tokensPerSecond > 0);
     assert.equal(result.tokenIssuance.allOk, true, 'the token load was answered with tokens, not errors');
     assert.equal(typeof result.callerOverheadMicrosPerCall, 'number');
+    // A and B offered the same evenly spaced load, every answer 200.
+    assert.ok(result.sameLoad.rate > 0 && result.sameLoad.allOk && result.sameLoad.a.p99 > 0 && result.sameLoad.b.p99 > 0);
     await dir.remove();
   });
 });
