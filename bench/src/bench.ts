@@ -113,11 +113,15 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0,
       },
       (error, result) => {
         if (error) return reject(error);
-        resolve({ rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non2xx: result.non2xx, errors: result.errors + result.timeouts });
+        resolve({ rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total, non200: answersOtherThan200(result.statusCodeStats), errors: result.errors + result.timeouts });
       },
     );
     void instance;
   });
+}
+
+function answersOtherThan200(statusCodeStats: Record<string, { count?: number }> | undefined): number {
+  return Object.entries(statusCodeStats ?? {}).reduce((sum, [status, { count }]) => sum + (status === '200' ? 0 : (count ?? 0)), 0);
 }
 
 /** SIGTERM, then waits for the exit (SIGKILL after 10 s), so nothing writes to the engines once this returns. */
@@ -269,7 +273,11 @@ try {
     // The profile spans both loads (the warm-up too), and so does the CPU time taken from /proc.
     const cpuBefore = await cpuMicros(server.pid!);
     let requests = 0;
-    for (let run = 0; run < 2; run += 1) requests += (await load(url, headers, idempotentShare)).requests;
+    for (let run = 0; run < 2; run += 1) {
+      const measured = await load(url, headers, idempotentShare);
+      if (!answeredOnly200(measured)) throw new Error(`the profiled ${bundle} answered something other than 200 (${measured.non200} not 200, ${measured.errors} errors)`);
+      requests += measured.requests;
+    }
     const cpuMicrosPerRequest = ((await cpuMicros(server.pid!)) - cpuBefore) / Math.max(1, requests);
     await stopChild(server); // a normal exit writes the profile
     const [file] = await readdir(profileDir).catch(() => []);
@@ -326,13 +334,14 @@ try {
       const measured = await load(config.url, config.headers, config.idempotentShare);
       const sample: Sample = { ...measured, cpuMicros: ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, measured.requests) };
       samples.get(config.name)!.push(sample);
-      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non2xx || sample.errors ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : ''}\n`);
+      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non200 || sample.errors ? `, ${sample.non200} not 200, ${sample.errors} errors` : ''}\n`);
     }
-    const [a, b] = [configs[0]!, configs[1]!];
-    const sameLoad: SameLoadRound = {
-      a: await fixedRateLoad({ url: a.url, headers: { 'content-type': 'application/json', ...a.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds }),
-      b: await fixedRateLoad({ url: b.url, headers: { 'content-type': 'application/json', ...b.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: idempotencyKeyOnAShare }),
-    };
+    const atSameLoad = (config: (typeof configs)[number]) =>
+      fixedRateLoad({ url: config.url, headers: { 'content-type': 'application/json', ...config.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: config.idempotentShare > 0 ? idempotencyKeyOnAShare : undefined });
+    // A first in odd rounds, B first in even ones: neither always follows C's saturating load.
+    const [first, second] = round % 2 ? [configs[0]!, configs[1]!] : [configs[1]!, configs[0]!];
+    const [firstResult, secondResult] = [await atSameLoad(first), await atSameLoad(second)];
+    const sameLoad: SameLoadRound = round % 2 ? { a: firstResult, b: secondResult } : { a: secondResult, b: firstResult };
     sameLoadRounds.push(sameLoad);
     process.stderr.write(`round ${round} at ${sameLoadRate} req/s     A p99 ${sameLoad.a.p99.toFixed(2)} ms, B (memory) p99 ${sameLoad.b.p99.toFixed(2)} ms\n`);
   }

@@ -47,11 +47,25 @@ describe('fixed-rate load (latency at the same load)', () => {
     assert.ok(Number.isNaN(result.p99));
   });
 
+  it('counts a request left unanswered as failed instead of waiting for it forever, including one still waiting for a socket', async () => {
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const result = await fixedRateLoad({ url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/`, headers: {}, body: '{}', rate: 100, seconds: 0.03, timeoutMs: 50, maxSockets: 1 });
+      assert.deepEqual({ sent: result.sent, ok: result.ok, failed: result.failed }, { sent: 3, ok: 0, failed: 3 });
+    } finally {
+      silent.closeAllConnections();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+
   it('takes percentiles by rank', () => {
     const values = Array.from({ length: 100 }, (_, index) => index + 1);
     assert.equal(percentile(values, 0.5), 50);
     assert.equal(percentile(values, 0.99), 99);
     assert.equal(percentile([7], 0.99), 7);
+    assert.equal(percentile(values, 0), 1);
+    assert.equal(percentile(values, 0.29), 29);
     assert.ok(Number.isNaN(percentile([], 0.5)));
   });
 });

@@ -30,13 +30,17 @@ export interface FixedRateOptions {
   seconds: number;
   /** Headers of one request beside `headers`, e.g. an Idempotency-Key on a share of them. */
   perRequestHeaders?: () => Record<string, string>;
+  /** A request unanswered this long counts as failed (ms). Default 10 000, as autocannon's. */
+  timeoutMs?: number;
   /** Sockets kept open at most; a request due when all are busy waits for one (and its wait counts). */
   maxSockets?: number;
 }
 
 export function percentile(sortedAscending: number[], fraction: number): number {
   if (sortedAscending.length === 0) return Number.NaN;
-  return sortedAscending[Math.min(sortedAscending.length - 1, Math.ceil(fraction * sortedAscending.length) - 1)]!;
+  // The smallest value with at least `fraction` of them at or below it (the epsilon absorbs 0.29 × 100 = 28.999…).
+  const rank = Math.ceil(fraction * sortedAscending.length - 1e-9);
+  return sortedAscending[Math.min(sortedAscending.length - 1, Math.max(0, rank - 1))]!;
 }
 
 export async function fixedRateLoad(options: FixedRateOptions): Promise<FixedRateResult> {
@@ -46,34 +50,49 @@ export async function fixedRateLoad(options: FixedRateOptions): Promise<FixedRat
   const headers = { ...options.headers, 'content-length': String(Buffer.byteLength(options.body)) };
   const latencies: number[] = [];
   let failed = 0;
+  const timeoutMs = options.timeoutMs ?? 10_000;
   const send = () =>
     new Promise<void>((resolve) => {
       const sentAt = performance.now();
-      const requestHeaders = options.perRequestHeaders ? { ...headers, ...options.perRequestHeaders() } : headers;
-      const outgoing = request({ agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: requestHeaders }, (incoming) => {
-        incoming.resume();
-        incoming.once('end', () => {
-          if (incoming.statusCode === 200) latencies.push(performance.now() - sentAt);
-          else failed += 1;
-          resolve();
+      let settled = false;
+      // A failed request can report through the request and its response both: count it once.
+      const settle = (answered200: boolean) => {
+        if (settled) return;
+        settled = true;
+        if (answered200) latencies.push(performance.now() - sentAt);
+        else failed += 1;
+        resolve();
+      };
+      try {
+        const requestHeaders = options.perRequestHeaders ? { ...headers, ...options.perRequestHeaders() } : headers;
+        // The deadline runs from the send, so a request still waiting for a socket is covered too.
+        const signal = AbortSignal.timeout(timeoutMs);
+        const outgoing = request({ agent, host: target.hostname, port: target.port, path: target.pathname, method: 'POST', headers: requestHeaders, signal }, (incoming) => {
+          incoming.resume();
+          incoming.once('end', () => settle(incoming.statusCode === 200));
+          incoming.once('error', () => settle(false));
         });
-        incoming.once('error', () => ((failed += 1), resolve()));
-      });
-      outgoing.once('error', () => ((failed += 1), resolve()));
-      outgoing.end(options.body);
+        outgoing.once('error', () => settle(false));
+        outgoing.end(options.body);
+      } catch {
+        settle(false);
+      }
     });
 
   const started = performance.now();
   const pending: Promise<void>[] = [];
   const intervalMs = 1000 / options.rate;
-  while (pending.length < total) {
-    // Every request whose moment has come.
-    const due = Math.min(total, Math.floor((performance.now() - started) / intervalMs) + 1);
-    while (pending.length < due) pending.push(send());
-    if (pending.length < total) await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + pending.length * intervalMs - performance.now())));
+  try {
+    while (pending.length < total) {
+      // Every request whose moment has come: in small batches, as the timer wakes about once a millisecond at best.
+      const due = Math.min(total, Math.floor((performance.now() - started) / intervalMs) + 1);
+      while (pending.length < due) pending.push(send());
+      if (pending.length < total) await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + pending.length * intervalMs - performance.now())));
+    }
+    await Promise.all(pending);
+  } finally {
+    agent.destroy();
   }
-  await Promise.all(pending);
-  agent.destroy();
   latencies.sort((a, b) => a - b);
   return { sent: total, ok: latencies.length, failed, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample } from './summary.js';
 
-const sample = (overrides: Partial<Sample> = {}): Sample => ({ rps: 1000, cpuMicros: 100, p50: 4, p99: 12, requests: 3000, non2xx: 0, errors: 0, ...overrides });
+const sample = (overrides: Partial<Sample> = {}): Sample => ({ rps: 1000, cpuMicros: 100, p50: 4, p99: 12, requests: 3000, non200: 0, errors: 0, ...overrides });
 
 describe('bench summary', () => {
   it('reports medians over the rounds with the spread of req/s', () => {
@@ -13,7 +13,7 @@ describe('bench summary', () => {
   });
 
   it('fails the run for a configuration that answered anything but 200 in any round (a 401 storm is not a throughput)', () => {
-    const storm = summarise('B', [sample(), sample({ non2xx: 1 }), sample()]);
+    const storm = summarise('B', [sample(), sample({ non200: 1 }), sample()]);
     const refused = summarise('C', [sample({ errors: 2 })]);
     const neverRan = summarise('A', [sample({ requests: 0, rps: 0 })]);
     const healthy = summarise('D', [sample()]);

@@ -6,7 +6,8 @@ export interface Sample {
   p50: number;
   p99: number;
   requests: number;
-  non2xx: number;
+  /** Answers with any status but 200 (a 201 or a 204 is not the answer measured either). */
+  non200: number;
   errors: number;
 }
 
@@ -28,8 +29,8 @@ export function median(values: number[]): number {
 }
 
 /** A 401 storm, refused connections or a load that never ran are not a throughput. */
-export function answeredOnly200(sample: Pick<Sample, 'requests' | 'non2xx' | 'errors'>): boolean {
-  return sample.requests > 0 && sample.non2xx === 0 && sample.errors === 0;
+export function answeredOnly200(sample: Pick<Sample, 'requests' | 'non200' | 'errors'>): boolean {
+  return sample.requests > 0 && sample.non200 === 0 && sample.errors === 0;
 }
 
 /** Medians over the rounds, with the spread of req/s. */
