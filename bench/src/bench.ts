@@ -327,7 +327,7 @@ try {
   // mostly its own queue (50 connections over its throughput), which says little about B's work.
   const sameLoadRate = Math.max(100, Math.round((warmUp.get('B predictor (memory)')! * SAME_LOAD_SHARE) / 100) * 100);
   const sameLoadRounds: SameLoadRound[] = [];
-  const idempotencyKeyOnAShare = (): Record<string, string> => (Math.random() < IDEMPOTENT_SHARE ? { 'idempotency-key': randomUUID() } : {});
+  const idempotencyKeyOnAShare = (share: number): Record<string, string> => (Math.random() < share ? { 'idempotency-key': randomUUID() } : {});
   for (let round = 1; round <= rounds; round += 1) {
     for (const config of configs) {
       const cpuBefore = await cpuMicros(config.server.pid!);
@@ -337,11 +337,11 @@ try {
       process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non200 || sample.errors ? `, ${sample.non200} not 200, ${sample.errors} errors` : ''}\n`);
     }
     const atSameLoad = (config: (typeof configs)[number]) =>
-      fixedRateLoad({ url: config.url, headers: { 'content-type': 'application/json', ...config.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: config.idempotentShare > 0 ? idempotencyKeyOnAShare : undefined });
-    // A first in odd rounds, B first in even ones: neither always follows C's saturating load.
-    const [first, second] = round % 2 ? [configs[0]!, configs[1]!] : [configs[1]!, configs[0]!];
-    const [firstResult, secondResult] = [await atSameLoad(first), await atSameLoad(second)];
-    const sameLoad: SameLoadRound = round % 2 ? { a: firstResult, b: secondResult } : { a: secondResult, b: firstResult };
+      fixedRateLoad({ url: config.url, headers: { 'content-type': 'application/json', ...config.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: () => idempotencyKeyOnAShare(config.idempotentShare) });
+    // A first in odd rounds, B first in even ones (properties are evaluated in the order written):
+    // neither always follows C's saturating load.
+    const sameLoad: SameLoadRound =
+      round % 2 ? { a: await atSameLoad(configs[0]!), b: await atSameLoad(configs[1]!) } : { b: await atSameLoad(configs[1]!), a: await atSameLoad(configs[0]!) };
     sameLoadRounds.push(sameLoad);
     process.stderr.write(`round ${round} at ${sameLoadRate} req/s     A p99 ${sameLoad.a.p99.toFixed(2)} ms, B (memory) p99 ${sameLoad.b.p99.toFixed(2)} ms\n`);
   }

@@ -28,6 +28,8 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+const twoDecimals = (value: number) => Math.round(value * 100) / 100;
+
 /** A 401 storm, refused connections or a load that never ran are not a throughput. */
 export function answeredOnly200(sample: Pick<Sample, 'requests' | 'non200' | 'errors'>): boolean {
   return sample.requests > 0 && sample.non200 === 0 && sample.errors === 0;
@@ -52,13 +54,21 @@ export function summarise(name: string, samples: Sample[]): ConfigurationSummary
  */
 export function roundByRoundRatio(numerator: Sample[], denominator: Sample[]): number {
   if (numerator.length !== denominator.length) throw new RangeError('a ratio needs the same rounds on both sides');
-  return Math.round(median(numerator.map((sample, index) => sample.rps / denominator[index]!.rps)) * 100) / 100;
+  return twoDecimals(median(numerator.map((sample, index) => sample.rps / denominator[index]!.rps)));
+}
+
+/** One server's answers at a fixed request rate: latencies in ms of the 200s, and the rest. */
+export interface LatencyAtRate {
+  p50: number;
+  p99: number;
+  ok: number;
+  failed: number;
 }
 
 /** One round of the same fixed request rate offered to A and to B. */
 export interface SameLoadRound {
-  a: { p50: number; p99: number; ok: number; failed: number };
-  b: { p50: number; p99: number; ok: number; failed: number };
+  a: LatencyAtRate;
+  b: LatencyAtRate;
 }
 
 export interface SameLoadSummary {
@@ -74,13 +84,12 @@ export interface SameLoadSummary {
 /** Latency in ms at the same offered load, medians over the rounds (two decimals). */
 export function summariseSameLoad(rate: number, rounds: SameLoadRound[]): SameLoadSummary {
   if (rounds.length === 0) throw new RangeError('no rounds at the same load');
-  const ms = (value: number) => Math.round(value * 100) / 100;
-  const side = (key: 'a' | 'b') => ({ p50: ms(median(rounds.map((round) => round[key].p50))), p99: ms(median(rounds.map((round) => round[key].p99))) });
+  const side = (key: 'a' | 'b') => ({ p50: twoDecimals(median(rounds.map((round) => round[key].p50))), p99: twoDecimals(median(rounds.map((round) => round[key].p99))) });
   return {
     rate,
     a: side('a'),
     b: side('b'),
-    p99Ratio: ms(median(rounds.map((round) => round.b.p99 / round.a.p99))),
+    p99Ratio: twoDecimals(median(rounds.map((round) => round.b.p99 / round.a.p99))),
     allOk: rounds.every((round) => [round.a, round.b].every((side) => side.failed === 0 && side.ok > 0)),
   };
 }
