@@ -19,7 +19,10 @@ export interface RunningAuthServer {
   adminPort: number | undefined;
   http: AuthHttpServer;
   operations: AuthOperations;
-  close(): Promise<void>;
+  /** The listeners by name (`http`, and `admin` when enabled), for the shutdown to drain. */
+  listeners: Record<string, Server>;
+  /** Stops the background timers and closes the state storage: after the listeners (main.ts's shutdown). */
+  closeState(): Promise<void>;
 }
 
 /** Previous keys stay published this long past the token lifetime (clock skew at verifiers). */
@@ -120,10 +123,10 @@ export async function startAuthServer(deps: { config: AuthServerConfig; state: L
     adminPort,
     http,
     operations,
-    close: async () => {
+    listeners: admin ? { http: http.server, admin } : { http: http.server },
+    closeState: async () => {
       clearInterval(pruning);
       clearInterval(syncing);
-      await Promise.all([http.close(), admin && new Promise<void>((resolve) => admin.close(() => resolve()))]);
       await storage.close();
     },
   };

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
+import { ConfigError, DEFAULT_SHUTDOWN_GRACE_MS, EnvReader, LOG_LEVELS, SHUTDOWN_GRACE_RANGE, type Env, type LogLevel } from '@m2m/common';
 import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients/seeds.js';
 
 export interface AuthServerConfig {
@@ -30,6 +30,8 @@ export interface AuthServerConfig {
   databaseSchema: string;
   /** How often a replica looks for changes another replica made (ms): the bound on seeing a rotation. */
   stateSyncMs: number;
+  /** How long requests in flight may finish after SIGTERM before their connections are closed (ms). */
+  shutdownGraceMs: number;
   logLevel: LogLevel;
 }
 
@@ -54,6 +56,7 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     databaseUrl: read.serviceUrl('DATABASE_URL', ['postgres:', 'postgresql:']),
     databaseSchema: read.identifier('DATABASE_SCHEMA', 'public'),
     stateSyncMs: read.integer('STATE_SYNC_MS', 2_000, { min: 100, max: 60_000 }),
+    shutdownGraceMs: read.integer('SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_RANGE),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }

@@ -1,4 +1,4 @@
-import { ConfigError, createLogger } from '@m2m/common';
+import { ConfigError, createLogger, shutdownOnSignals } from '@m2m/common';
 import { loadAuthServerConfig } from './config.js';
 import { SigningKeysError } from './keys/signing-key-file.js';
 import { openAuthState, StateUnavailable } from './state/open.js';
@@ -23,12 +23,5 @@ const logger = createLogger('auth-server', config.logLevel);
 const { startAuthServer } = await import('./app.js');
 const server = await startAuthServer({ config, state, logger });
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    logger.info({ signal }, 'shutting down');
-    server.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  });
-}
+// SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the state a bounded close; exit 0, or 1 if forced.
+shutdownOnSignals({ listeners: server.listeners, closeSteps: { state: () => server.closeState() }, logger, graceMs: config.shutdownGraceMs });

@@ -59,13 +59,6 @@ export class AuthHttpServer {
     return this.server.address() as AddressInfo;
   }
 
-  async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
-  }
-
   #dispatch(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now();
     const path = (req.url ?? '/').split('?', 1)[0] ?? '/';

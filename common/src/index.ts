@@ -1,2 +1,12 @@
 export { ConfigError, EnvReader, SQL_IDENTIFIER, type Env } from './env.js';
 export { createLogger, LOG_LEVELS, REDACTED_PATHS, redactUrl, type Logger, type LogLevel } from './logger.js';
+export {
+  createShutdown,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+  REPEATED_SIGNAL_WINDOW_MS,
+  SHUTDOWN_CLOSE_MARGIN_MS,
+  SHUTDOWN_GRACE_RANGE,
+  shutdownOnSignals,
+  type Shutdown,
+  type ShutdownOptions,
+} from './shutdown.js';

@@ -1,4 +1,4 @@
-import { ConfigError, EnvReader, LOG_LEVELS, type Env, type LogLevel } from '@m2m/common';
+import { ConfigError, DEFAULT_SHUTDOWN_GRACE_MS, EnvReader, LOG_LEVELS, SHUTDOWN_GRACE_RANGE, type Env, type LogLevel } from '@m2m/common';
 import { DEFAULT_PLANS_PATH } from './limits/plans.js';
 import type { FailurePolicy } from './stores/failure-policy.js';
 
@@ -46,10 +46,15 @@ export interface PredictorConfig {
   /** Extra time per model execution (ms): rehearsals of a crash mid-request. 0 normally. */
   simulatedInferenceMs: number;
   idempotencyRetentionMs: number;
-  idempotencyLockTimeoutMs: number;
+  /** How often expired idempotency records are purged (each run deletes all of them, in batches). */
+  idempotencyPurgeIntervalMs: number;
+  /** A claim's lease: renewed every third of it while the model runs; a crashed holder's key is free after it. */
+  idempotencyLeaseMs: number;
   requireIdempotencyKey: boolean;
   /** Accept X-API-Key (keys made with `npm run apikey`). */
   apiKeys: boolean;
+  /** How long requests in flight may finish after SIGTERM before their connections are closed (ms). */
+  shutdownGraceMs: number;
   logLevel: LogLevel;
 }
 
@@ -70,6 +75,8 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
   const rateLimitStore = read.oneOf('RATE_LIMIT_STORE', redisUrl ? 'redis' : 'memory', ['redis', 'memory']);
   if (idempotencyStore === 'postgres' && !databaseUrl) throw new ConfigError('IDEMPOTENCY_STORE=postgres needs DATABASE_URL');
   if (rateLimitStore === 'redis' && !redisUrl) throw new ConfigError('RATE_LIMIT_STORE=redis needs REDIS_URL');
+  // A lease that is renewed replaced a fixed lock; a setting that no longer does anything must not pass silently.
+  if (env['IDEMPOTENCY_LOCK_TIMEOUT_MS'] !== undefined) throw new ConfigError('IDEMPOTENCY_LOCK_TIMEOUT_MS was replaced by IDEMPOTENCY_LEASE_MS (default 5000): a renewed lease instead of a fixed lock');
   return {
     port: read.port('PREDICTOR_PORT', 8080),
     host: read.string('PREDICTOR_HOST'),
@@ -95,9 +102,11 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     degradedLimitFraction: read.integer('DEGRADED_LIMIT_PERCENT', 50, { min: 1, max: 100 }) / 100,
     simulatedInferenceMs: read.integer('SIMULATED_INFERENCE_MS', 0, { min: 0, max: 600_000 }),
     idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
-    idempotencyLockTimeoutMs: read.integer('IDEMPOTENCY_LOCK_TIMEOUT_MS', 15_000, { min: 100, max: 600_000 }),
+    idempotencyPurgeIntervalMs: read.integer('IDEMPOTENCY_PURGE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),
+    idempotencyLeaseMs: read.integer('IDEMPOTENCY_LEASE_MS', 5_000, { min: 300, max: 600_000 }),
     requireIdempotencyKey: read.oneOf('IDEMPOTENCY_KEY_REQUIRED', 'false', ['true', 'false']) === 'true',
     apiKeys: read.oneOf('API_KEYS', 'true', ['true', 'false']) === 'true',
+    shutdownGraceMs: read.integer('SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_RANGE),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }

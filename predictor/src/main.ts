@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { ConfigError, createLogger } from '@m2m/common';
+import { ConfigError, createLogger, shutdownOnSignals } from '@m2m/common';
 import { buildApp } from './app.js';
 import { SqliteApiKeyStore } from './auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier } from './auth/api-keys.js';
@@ -8,8 +8,9 @@ import { createTokenVerifier } from './auth/token-verifier.js';
 import { loadPredictorConfig } from './config.js';
 import { createMetrics } from './http/metrics.js';
 import { loadPlansFile, PlansError } from './limits/plans.js';
+import { IdempotencyPurger } from './idempotency/purger.js';
 import { loadIrisModel } from './model/index.js';
-import { close, listen } from './server.js';
+import { listen } from './server.js';
 import { openStores, StoreStartupError } from './stores/open.js';
 
 let config;
@@ -67,6 +68,7 @@ const app = buildApp({
   plans,
   limiter,
   idempotencyStore,
+  idempotencyLeaseMs: config.idempotencyLeaseMs,
   requireIdempotencyKey: config.requireIdempotencyKey,
   logger,
   metrics,
@@ -79,27 +81,17 @@ const { server, port } = await listen(app, config.port, config.host);
 logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()] }, 'listening');
 keys.load(shutdown.signal).catch(() => {});
 
-const purge = setInterval(() => {
-  idempotencyStore.purgeExpired().then(
-    (purged) => purged > 0 && logger.info({ event: 'idempotency.purged', purged }, 'expired idempotency records purged'),
-    (error: unknown) => logger.warn({ event: 'idempotency.purge_failed', reason: (error as Error).message }, 'purge failed'),
-  );
-}, 60_000);
-purge.unref();
+const purger = new IdempotencyPurger({ store: idempotencyStore, logger, metrics, intervalMs: config.idempotencyPurgeIntervalMs });
+purger.start();
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, async () => {
-    logger.info({ signal }, 'shutting down: finishing in-flight requests');
+// SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the stores a bounded close; exit 0, or 1 if forced.
+shutdownOnSignals({
+  listeners: { http: server },
+  onStart: () => {
     shutdown.abort();
-    clearInterval(purge);
-    try {
-      await close(server);
-      await Promise.all([stores.close(), apiKeyStore?.close()]);
-      logger.info('stopped');
-      process.exit(0);
-    } catch (error) {
-      logger.error({ err: error }, 'shutdown failed');
-      process.exit(1);
-    }
-  });
-}
+    purger.stop();
+  },
+  closeSteps: { stores: () => stores.close(), ...(apiKeyStore && { 'api-keys': () => apiKeyStore.close() }) },
+  logger,
+  graceMs: config.shutdownGraceMs,
+});

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { parseEnv } from 'node:util';
 import { parse as parseYaml } from 'yaml';
+import { DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_CLOSE_MARGIN_MS } from '@m2m/common';
 import { REPOSITORY_ROOT } from '../src/harness/processes.js';
 
 // No Docker engine runs on the development machine, so docker-compose.yml and the
@@ -71,6 +72,7 @@ interface ComposeService {
   healthcheck?: { test?: string | string[]; disable?: boolean };
   profiles?: string[];
   restart?: string;
+  stop_grace_period?: string;
 }
 
 interface ComposeFile {
@@ -671,6 +673,21 @@ describe('docker-compose.yml', () => {
     assert.deepEqual([...declared].sort(), ['auth-data', 'postgres-data', 'predictor-data']);
     const postgresData = (services['postgres']?.volumes ?? []).find((volume) => (typeof volume === 'string' ? volume.split(':')[1] : volume.target) === '/var/lib/postgresql/data');
     assert.ok(postgresData, 'postgres keeps /var/lib/postgresql/data on the named volume postgres-data');
+  });
+
+  it('lets each server end its shutdown (grace + close margin) before compose kills it (stop_grace_period)', () => {
+    // Compose's duration format: 1m30s, 15s, 500ms; its default is 10 s.
+    const durationMs = (value: string | undefined) => {
+      if (value === undefined) return 10_000;
+      const units: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001 };
+      assert.match(value, /^(\d+(h|ms|m|s|us))+$/, `stop_grace_period ${value} is not a duration`);
+      return [...value.matchAll(/(\d+)(h|ms|m|s|us)/g)].reduce((total, [, amount, unit]) => total + Number(amount) * units[unit!]!, 0);
+    };
+    for (const [name, service] of builtServices.filter(([entry]) => codeOf(entry).portVariable !== undefined)) {
+      const graceMs = Number(environmentOf(service)['SHUTDOWN_GRACE_MS'] ?? DEFAULT_SHUTDOWN_GRACE_MS);
+      const deadlineMs = graceMs + SHUTDOWN_CLOSE_MARGIN_MS;
+      assert.ok(durationMs(service.stop_grace_period) > deadlineMs, `${name}: stop_grace_period ${service.stop_grace_period ?? '(default 10s)'} must exceed its shutdown deadline of ${deadlineMs} ms`);
+    }
   });
 
   it('`docker compose config` accepts the file (where a compose binary works)', (t) => {

@@ -27,8 +27,18 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
     }),
     idempotency: new Counter({
       name: 'predictor_idempotency_outcomes_total',
-      help: 'Idempotency-Key outcomes: executed, replayed, in_flight, mismatch, released.',
+      help: 'Idempotency-Key outcomes: executed (stored and sent), replayed, in_flight, mismatch, released, refused (storing the result failed: 503), lease_lost (taken over: 503).',
       labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    idempotencyExpired: new Gauge({
+      name: 'predictor_idempotency_expired_records',
+      help: 'Expired idempotency records still in the store after the latest purge run.',
+      registers: [registry],
+    }),
+    idempotencyPurged: new Counter({
+      name: 'predictor_idempotency_purged_total',
+      help: 'Expired idempotency records deleted by the purge.',
       registers: [registry],
     }),
     predictions: new Counter({
@@ -46,6 +56,12 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
       name: 'predictor_store_failures_total',
       help: 'Requests a shared store failed, by store and what the failure policy did: refused (503) or fallback.',
       labelNames: ['store', 'action'] as const,
+      registers: [registry],
+    }),
+    storeErrors: new Counter({
+      name: 'predictor_store_errors_total',
+      help: 'Errors of a shared store that were not an outage (a rejected command, a bug), by store: 503 for that request only, the store stays up.',
+      labelNames: ['store'] as const,
       registers: [registry],
     }),
     jwksFetches: new Counter({

@@ -172,6 +172,18 @@ export class IdempotencyKeyInFlight extends HttpProblem {
   }
 }
 
+/**
+ * This request's lease on its key was taken over while it ran (it stalled past the lease), so
+ * its result is neither stored nor sent: the retry gets the successor's answer, the only one.
+ */
+export class IdempotencyLeaseLost extends HttpProblem {
+  constructor() {
+    super(503, 'idempotency-lease-lost', 'Superseded', 'This request took too long and another attempt with the same Idempotency-Key took over; retry with the same key to get its answer.', {
+      headers: { 'retry-after': '1' },
+    });
+  }
+}
+
 export class IdempotencyKeyReused extends HttpProblem {
   constructor() {
     super(422, 'idempotency-key-reused', 'Idempotency-Key reused', 'This Idempotency-Key was used for a different request; use a new key for a new request.');

@@ -1,8 +1,14 @@
+import type { Logger } from '@m2m/common';
 import type { Metrics } from '../http/metrics.js';
-import { IdempotencyKeyInFlight, IdempotencyKeyReused, StoreUnavailable } from '../http/problems.js';
+import { HttpProblem, IdempotencyKeyInFlight, IdempotencyKeyReused, IdempotencyLeaseLost, StoreUnavailable } from '../http/problems.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
 
-export type IdempotencyOutcome = 'executed' | 'replayed' | 'in_flight' | 'mismatch' | 'released';
+/**
+ * - `executed`: the result was stored, then sent (the one answer this key will ever give).
+ * - `refused`: storing the result failed, so it was not sent (503); a retry executes again.
+ * - `lease_lost`: another attempt took the key over while this one ran; its result was dropped (503).
+ */
+export type IdempotencyOutcome = 'executed' | 'replayed' | 'in_flight' | 'mismatch' | 'released' | 'refused' | 'lease_lost';
 
 /** What the caller sends: the stored response on a replay, else the one `execute` just produced. */
 export interface IdempotentResult {
@@ -10,21 +16,34 @@ export interface IdempotentResult {
   replayed: boolean;
 }
 
+export interface ExecuteOnceDeps {
+  store: IdempotencyStore;
+  metrics: Metrics;
+  logger: Logger;
+  /** The store's lease (ms): the holder renews it every third of it while `execute` runs. */
+  leaseMs: number;
+  onOutcome: (outcome: IdempotencyOutcome) => void;
+}
+
 /**
- * Runs `execute` at most once per (client, key): a completed key is replayed
- * byte-identically (the caller adds `Idempotent-Replayed: true`), an in-flight one is
- * 409, a key reused for another request is 422. Only 2xx answers are stored; a thrown
- * error (validation, 429, 5xx) releases the claim so the same key can be retried.
+ * Runs `execute` at most once per (client, key) whose answer anyone sees: a completed key is
+ * replayed byte-identically (the caller adds `Idempotent-Replayed: true`), an in-flight one is
+ * 409, a key reused for another request is 422. Only 2xx answers are stored; a thrown error
+ * (validation, 429, 5xx) releases the claim so the same key can be retried.
+ *
+ * Commit or refuse: a 2xx goes out only once the store holds it under this request's lease.
+ * If storing fails, or the lease was taken over meanwhile, the client gets a 503 instead and
+ * its retry meets the stored answer or executes anew. The model may then have run twice, but
+ * no client ever holds an answer that a replay of its key would contradict.
  *
  * It deals in plain responses rather than `Response` objects: reading a `Response`'s
  * body to store it costs a web stream per request (measured: about 1 ms each). What
  * `execute` returns is stored and replayed as it is, so it holds only what a replay may
  * repeat (status, content-type, body); the request id and rate-limit fields are added per
- * request by the caller. The non-2xx branch guards future callers: the predict route's
- * `execute` throws rather than return an error.
+ * request by the caller.
  */
 export async function executeOnce(
-  deps: { store: IdempotencyStore; metrics: Metrics; onOutcome: (outcome: IdempotencyOutcome) => void },
+  deps: ExecuteOnceDeps,
   scope: { clientId: string; key: string; fingerprint: string },
   execute: () => Promise<StoredResponse>,
 ): Promise<IdempotentResult> {
@@ -34,7 +53,7 @@ export async function executeOnce(
     deps.onOutcome(outcome);
   };
   const claim = await store.claim(scope.clientId, scope.key, scope.fingerprint).catch((error: unknown) => {
-    throw new StoreUnavailable('idempotency', { cause: error });
+    throw asStoreProblem(error);
   });
   switch (claim.outcome) {
     case 'replay':
@@ -49,21 +68,81 @@ export async function executeOnce(
     case 'claimed':
       break;
   }
+
+  const lease = new LeaseKeeper(store, scope.clientId, scope.key, claim.token, deps.leaseMs);
+  const release = async () => {
+    await store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
+    record('released');
+  };
   let response: StoredResponse;
   try {
     response = await execute();
   } catch (error) {
-    await store.release(scope.clientId, scope.key, scope.fingerprint).catch(() => {});
-    record('released');
+    await lease.stop();
+    await release();
     throw error;
   }
+  await lease.stop();
   if (response.status < 200 || response.status > 299) {
-    await store.release(scope.clientId, scope.key, scope.fingerprint).catch(() => {});
-    record('released');
+    await release();
     return { response, replayed: false };
   }
-  // The model has run: a failure to store must not turn into an error that invites a re-execution.
-  await store.complete(scope.clientId, scope.key, scope.fingerprint, response).catch(() => {});
+
+  const leaseLost = () => {
+    record('lease_lost');
+    deps.logger.warn({ event: 'idempotency.lease_lost', idempotencyKey: scope.key.slice(0, 100), fencingToken: claim.token }, 'lease taken over while executing: result dropped');
+    return new IdempotencyLeaseLost();
+  };
+  if (lease.lost) throw leaseLost();
+  let stored;
+  try {
+    stored = await store.complete(scope.clientId, scope.key, claim.token, response);
+  } catch (error) {
+    // Release if the store is back, so the retry need not wait for the lease to run out. If
+    // the completion did commit (only its answer was lost), this finds no claim and does nothing.
+    await store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
+    record('refused');
+    throw asStoreProblem(error);
+  }
+  if (stored === 'lost') throw leaseLost();
   record('executed');
   return { response, replayed: false };
+}
+
+function asStoreProblem(error: unknown): HttpProblem {
+  return error instanceof HttpProblem ? error : new StoreUnavailable('idempotency', { cause: error });
+}
+
+/**
+ * Renews a lease every third of its duration while the holder works, so a live holder keeps
+ * its key however long it runs, and a crashed one loses it within one lease. A failed renewal
+ * (store unreachable) is only retried at the next beat: completion decides in the end.
+ */
+class LeaseKeeper {
+  lost = false;
+  readonly #timer: NodeJS.Timeout;
+  #renewing: Promise<unknown> = Promise.resolve();
+
+  constructor(store: IdempotencyStore, clientId: string, key: string, token: number, leaseMs: number) {
+    this.#timer = setInterval(() => {
+      this.#renewing = store.renew(clientId, key, token).then(
+        (outcome) => {
+          if (outcome === 'lost') this.#markLost();
+        },
+        () => {},
+      );
+    }, Math.max(1, Math.floor(leaseMs / 3)));
+    this.#timer.unref();
+  }
+
+  /** Stops renewing, once any renewal under way has answered. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#renewing;
+  }
+
+  #markLost(): void {
+    this.lost = true;
+    clearInterval(this.#timer);
+  }
 }

@@ -7,7 +7,9 @@ import {
   resolveStoreOptions,
   type ClaimResult,
   type IdempotencyStore,
+  type ExistingRecordVerdict,
   type IdempotencyStoreOptions,
+  type LeaseOutcome,
   type RecordState,
   type ResolvedStoreOptions,
   type StoredResponse,
@@ -25,6 +27,8 @@ export interface MemoryIdempotencyStoreOptions extends IdempotencyStoreOptions {
 interface MemoryRecord extends RecordState {
   /** When the record may be purged (ms since epoch). */
   expiresAt: number;
+  /** The fencing token of the claim that wrote it. */
+  token: number;
 }
 
 /**
@@ -36,6 +40,8 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   readonly #maxEntries: number;
   /** Insertion order is recency order: a record is re-inserted whenever it is used. */
   readonly #records = new Map<string, MemoryRecord>();
+  /** Fencing tokens are unique in the store, so a released and re-claimed key never reissues an old one. */
+  #lastToken = 0;
   #closed = false;
 
   constructor(options: MemoryIdempotencyStoreOptions = {}) {
@@ -56,36 +62,53 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     const now = this.#options.now();
     const existing = this.#records.get(id);
     if (existing && existing.expiresAt > now) {
-      const verdict = judgeExistingRecord(existing, fingerprint, now, this.#options.lockTimeoutMs);
+      const verdict = judgeExistingRecord(existing, fingerprint, now, this.#options.leaseMs);
       if (verdict.outcome === 'replay') this.#touch(id, existing);
       if (verdict.outcome !== 'abandoned') return verdict;
     }
-    this.#put(id, {
-      fingerprint,
-      lockedUntil: now + this.#options.lockTimeoutMs,
-      expiresAt: claimExpiresAt(now, this.#options),
-      response: undefined,
-    });
-    return { outcome: 'claimed' };
+    this.#lastToken += 1;
+    const token = this.#lastToken;
+    this.#put(id, { fingerprint, token, lockedUntil: now + this.#options.leaseMs, expiresAt: claimExpiresAt(now, this.#options), response: undefined });
+    return { outcome: 'claimed', token };
   }
 
-  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+  /**
+   * What a claim would meet, without claiming: a replay, in-flight or mismatch for a live
+   * record, undefined when the key is free (unknown, expired, or its lease ran out).
+   */
+  lookup(clientId: string, key: string, fingerprint: string): Exclude<ExistingRecordVerdict, { outcome: 'abandoned' }> | undefined {
     this.#assertOpen();
-    const id = recordId(clientId, key);
     const now = this.#options.now();
-    const existing = this.#records.get(id);
-    // The first completion wins, and another request's record is never overwritten. A missing
-    // record (released by a request that took over the claim) is stored anyway: a response
-    // exists, so a retry must replay it rather than execute again.
-    if (existing && existing.expiresAt > now && (existing.response || existing.fingerprint !== fingerprint)) return;
-    this.#put(id, { fingerprint, lockedUntil: now, expiresAt: now + this.#options.retentionMs, response: copyResponse(response) });
+    const existing = this.#records.get(recordId(clientId, key));
+    if (!existing || existing.expiresAt <= now) return undefined;
+    const verdict = judgeExistingRecord(existing, fingerprint, now, this.#options.leaseMs);
+    return verdict.outcome === 'abandoned' ? undefined : verdict;
   }
 
-  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
+  async renew(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
     this.#assertOpen();
-    const id = recordId(clientId, key);
-    const existing = this.#records.get(id);
-    if (existing && !existing.response && existing.fingerprint === fingerprint) this.#records.delete(id);
+    const held = this.#held(clientId, key, token);
+    if (!held) return 'lost';
+    const now = this.#options.now();
+    held.lockedUntil = now + this.#options.leaseMs;
+    held.expiresAt = Math.max(held.expiresAt, claimExpiresAt(now, this.#options));
+    return 'ok';
+  }
+
+  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+    this.#assertOpen();
+    const held = this.#held(clientId, key, token);
+    if (!held) return 'lost';
+    const now = this.#options.now();
+    this.#put(recordId(clientId, key), { fingerprint: held.fingerprint, token, lockedUntil: now, expiresAt: now + this.#options.retentionMs, response: copyResponse(response) });
+    return 'ok';
+  }
+
+  async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
+    this.#assertOpen();
+    if (!this.#held(clientId, key, token)) return 'lost';
+    this.#records.delete(recordId(clientId, key));
+    return 'ok';
   }
 
   async purgeExpired(batchSize?: number): Promise<number> {
@@ -103,6 +126,14 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return purged;
   }
 
+  async countExpired(): Promise<number> {
+    this.#assertOpen();
+    const now = this.#options.now();
+    let expired = 0;
+    for (const record of this.#records.values()) if (record.expiresAt <= now) expired += 1;
+    return expired;
+  }
+
   async healthy(): Promise<boolean> {
     return !this.#closed;
   }
@@ -110,6 +141,12 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   async close(): Promise<void> {
     this.#closed = true;
     this.#records.clear();
+  }
+
+  /** The in-flight record `token` still holds (whether or not its lease ran out: nobody took it over), if any. */
+  #held(clientId: string, key: string, token: number): MemoryRecord | undefined {
+    const record = this.#records.get(recordId(clientId, key));
+    return record && !record.response && record.token === token ? record : undefined;
   }
 
   #put(id: string, record: MemoryRecord): void {

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../testing/engines.js';
 import { IdempotencyDatabaseUnreachable, PostgresIdempotencyStore, type PostgresIdempotencyStoreOptions } from './postgres.js';
 import { UnsupportedIdempotencySchema } from './store.js';
-import { describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
+import { claimAndComplete, describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
 
 const schemas: string[] = [];
 const newSchema = (): string => {
@@ -47,7 +47,8 @@ describe('PostgresIdempotencyStore shared by replicas', () => {
       assert.equal(results.filter((result) => result.outcome === 'claimed').length, 1);
       assert.equal(results.filter((result) => result.outcome === 'in-flight').length, 99);
 
-      await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      const winner = results.find((result) => result.outcome === 'claimed')!;
+      assert.equal(await (results.indexOf(winner) % 2 === 0 ? first : second).complete('client-a', 'key-1', winner.token, RESPONSE), 'ok');
       assert.deepEqual(await second.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     } finally {
       await first.close();
@@ -59,8 +60,7 @@ describe('PostgresIdempotencyStore shared by replicas', () => {
     const schema = newSchema();
     const clock = new ManualClock();
     const original = await open({ schema, now: clock.now });
-    await original.claim('client-a', 'key-1', 'fp-1');
-    await original.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    await claimAndComplete(original, 'client-a', 'key-1', 'fp-1', RESPONSE);
     await original.close();
 
     const restarted = await open({ schema, now: clock.now });
@@ -79,9 +79,10 @@ describe('PostgresIdempotencyStore on the database clock', () => {
     const holder = await open({ schema, clock: 'database' });
     const aheadByAnHour = await open({ schema, clock: 'database', now: skewed.now });
     try {
-      assert.deepEqual(await holder.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+      const claim = await holder.claim('client-a', 'key-1', 'fp-1');
+      assert.equal(claim.outcome, 'claimed');
       assert.equal((await aheadByAnHour.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
-      await holder.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.equal(await holder.complete('client-a', 'key-1', claim.token, RESPONSE), 'ok');
       assert.deepEqual(await aheadByAnHour.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
       const { rows } = await admin.query<{ skew: string }>(
         `SELECT abs(expires_at - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1) AS skew FROM "${schema}".idempotency_keys`,
@@ -101,10 +102,10 @@ describe('PostgresIdempotencyStore schema', () => {
       (row) => row.version,
     );
 
-  it('creates the table, the expires_at index and records version 1', async () => {
+  it('creates the table, the expires_at index and records versions 1 and 2', async () => {
     const schema = newSchema();
     await (await open({ schema })).close();
-    assert.deepEqual(await migrationsOf(schema), [1]);
+    assert.deepEqual(await migrationsOf(schema), [1, 2]);
     const { rows } = await admin.query<{ indexname: string; indexdef: string }>(
       "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'idempotency_keys'",
       [schema],
@@ -118,13 +119,12 @@ describe('PostgresIdempotencyStore schema', () => {
     const clock = new ManualClock();
     const stores = await Promise.all([open({ schema, now: clock.now }), open({ schema, now: clock.now })]);
     try {
-      assert.deepEqual(await migrationsOf(schema), [1]);
-      await stores[0]?.claim('client-a', 'key-1', 'fp-1');
-      await stores[0]?.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      assert.deepEqual(await migrationsOf(schema), [1, 2]);
+      await claimAndComplete(stores[0]!, 'client-a', 'key-1', 'fp-1', RESPONSE);
 
       const third = await open({ schema, now: clock.now });
       stores.push(third);
-      assert.deepEqual(await migrationsOf(schema), [1]);
+      assert.deepEqual(await migrationsOf(schema), [1, 2]);
       assert.deepEqual(await third.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     } finally {
       await Promise.all(stores.map((store) => store.close()));
@@ -134,7 +134,7 @@ describe('PostgresIdempotencyStore schema', () => {
   it('refuses a schema written by a newer predictor', async () => {
     const schema = newSchema();
     await (await open({ schema })).close();
-    await admin.query(`INSERT INTO "${schema}".idempotency_schema_migrations (version) VALUES (2)`);
+    await admin.query(`INSERT INTO "${schema}".idempotency_schema_migrations (version) VALUES (3)`);
     await assert.rejects(open({ schema }), UnsupportedIdempotencySchema);
   });
 
@@ -222,7 +222,7 @@ describe('PostgresIdempotencyStore without its database', () => {
       await assert.rejects(store.claim('client-a', 'key-1', 'fp-1'));
       relay.mode = 'up';
       assert.equal(await store.healthy(), true);
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'claimed');
     } finally {
       await store.close();
       await relay.stop();

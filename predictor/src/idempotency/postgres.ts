@@ -1,5 +1,6 @@
 import { redactUrl, SQL_IDENTIFIER } from '@m2m/common';
 import pg from 'pg';
+import { StoreRequestError } from '../stores/outage.js';
 import {
   claimExpiresAt,
   IdempotencyStoreClosed,
@@ -10,6 +11,7 @@ import {
   type ClaimResult,
   type IdempotencyStore,
   type IdempotencyStoreOptions,
+  type LeaseOutcome,
   type RecordState,
   type ResolvedStoreOptions,
   type StoredResponse,
@@ -35,6 +37,11 @@ export interface PostgresIdempotencyStoreOptions extends IdempotencyStoreOptions
    * other, at one more round trip per claim and completion. `local` (the default): `now`.
    */
   clock?: 'local' | 'database';
+}
+
+/** A claim lost the race for its row to other requests several times in a row: a 503 for it, the database is fine. */
+export class IdempotencyClaimContended extends StoreRequestError {
+  override name = 'IdempotencyClaimContended';
 }
 
 /** The database could not be reached when the store was opened. */
@@ -75,6 +82,11 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
     -- purgeExpired(): without it each batch scans the whole table, every few seconds on every
     -- replica. It costs one more b-tree write per claim and completion.
     CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON ${s}.idempotency_keys (expires_at);`,
+  // Fenced leases: every claim and take-over draws its token from one sequence, so a token is
+  // never reissued, even for a key released and claimed again, whichever replica claims it.
+  (s) => `
+    ALTER TABLE ${s}.idempotency_keys ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
+    CREATE SEQUENCE IF NOT EXISTS ${s}.idempotency_fence;`,
 ];
 
 interface RecordRow {
@@ -101,12 +113,14 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly #pool: pg.Pool;
   readonly #options: ResolvedStoreOptions;
   readonly #table: string;
+  readonly #fence: string;
   readonly #now: () => Promise<number>;
   #closing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool, table: string, options: ResolvedStoreOptions, clock: 'local' | 'database') {
+  private constructor(pool: pg.Pool, schema: string, options: ResolvedStoreOptions, clock: 'local' | 'database') {
     this.#pool = pool;
-    this.#table = table;
+    this.#table = `${quoteIdentifier(schema)}.idempotency_keys`;
+    this.#fence = `${quoteIdentifier(schema)}.idempotency_fence`;
     this.#options = options;
     this.#now =
       clock === 'database'
@@ -156,7 +170,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         client.release(true);
         throw error;
       }
-      return new PostgresIdempotencyStore(pool, `${quoteIdentifier(schema)}.idempotency_keys`, resolved, options.clock ?? 'local');
+      return new PostgresIdempotencyStore(pool, schema, resolved, options.clock ?? 'local');
     } catch (error) {
       await pool.end().catch(() => {});
       throw error;
@@ -165,19 +179,20 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
 
   async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
     this.#assertOpen();
-    const { lockTimeoutMs } = this.#options;
+    const { leaseMs } = this.#options;
     const now = await this.#now();
-    const lockedUntil = now + lockTimeoutMs;
+    const lockedUntil = now + leaseMs;
     const expiresAt = claimExpiresAt(now, this.#options);
 
     for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt += 1) {
-      const inserted = await this.#pool.query(
-        `INSERT INTO ${this.#table} (client_id, key, fingerprint, locked_until, expires_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (client_id, key) DO NOTHING`,
+      const inserted = await this.#pool.query<{ fence: string }>(
+        `INSERT INTO ${this.#table} (client_id, key, fingerprint, locked_until, expires_at, fence)
+         VALUES ($1, $2, $3, $4, $5, nextval('${this.#fence}'))
+         ON CONFLICT (client_id, key) DO NOTHING
+         RETURNING fence`,
         [clientId, key, fingerprint, lockedUntil, expiresAt],
       );
-      if (inserted.rowCount === 1) return { outcome: 'claimed' };
+      if (inserted.rows[0]) return { outcome: 'claimed', token: Number(inserted.rows[0].fence) };
 
       const { rows } = await this.#pool.query<RecordRow>(
         `SELECT fingerprint, locked_until, expires_at, status, headers, body FROM ${this.#table} WHERE client_id = $1 AND key = $2`,
@@ -186,58 +201,59 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       const row = rows[0];
       if (!row) continue; // released (or purged) since the INSERT: try again
       if (Number(row.expires_at) > now) {
-        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, lockTimeoutMs);
+        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, leaseMs);
         if (verdict.outcome !== 'abandoned') return verdict;
       }
-      // Takes over an expired record, or an abandoned claim of the same request. The WHERE
-      // restates that condition and is re-checked on the latest row version after waiting for
-      // a concurrent writer, so this never takes a live claim away from its holder.
-      const takenOver = await this.#pool.query(
+      // Takes over an expired record, or an abandoned claim of the same request, with a new
+      // token. The WHERE restates that condition and is re-checked on the latest row version
+      // after waiting for a concurrent writer, so this never takes a live lease from its holder.
+      const takenOver = await this.#pool.query<{ fence: string }>(
         `UPDATE ${this.#table}
-         SET fingerprint = $3, locked_until = $4, expires_at = $5, status = NULL, headers = NULL, body = NULL
+         SET fingerprint = $3, locked_until = $4, expires_at = $5, fence = nextval('${this.#fence}'), status = NULL, headers = NULL, body = NULL
          WHERE client_id = $1 AND key = $2
-           AND (expires_at <= $6 OR (status IS NULL AND fingerprint = $3 AND locked_until <= $6))`,
+           AND (expires_at <= $6 OR (status IS NULL AND fingerprint = $3 AND locked_until <= $6))
+         RETURNING fence`,
         [clientId, key, fingerprint, lockedUntil, expiresAt, now],
       );
-      if (takenOver.rowCount === 1) return { outcome: 'claimed' };
+      if (takenOver.rows[0]) return { outcome: 'claimed', token: Number(takenOver.rows[0].fence) };
       // Another request changed the record first (took it over, completed or released it): look again.
     }
-    throw new Error(`The claim of idempotency key ${clientId}/${key} lost ${MAX_CLAIM_ATTEMPTS} races in a row.`);
+    throw new IdempotencyClaimContended(`The claim of idempotency key ${clientId}/${key} lost ${MAX_CLAIM_ATTEMPTS} races in a row.`);
   }
 
-  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+  // Each lease operation is one compare-and-set on the token: a holder whose claim was taken
+  // over (or released, or purged) changes nothing and learns it from the row count.
+
+  async renew(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
     this.#assertOpen();
     const now = await this.#now();
-    // The first completion wins and another request's record is never overwritten; a missing
-    // record is stored anyway, so a retry replays the response instead of executing again.
-    await this.#pool.query(
-      `INSERT INTO ${this.#table} AS existing (client_id, key, fingerprint, locked_until, expires_at, status, headers, body)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-       ON CONFLICT (client_id, key) DO UPDATE
-       SET fingerprint = excluded.fingerprint, locked_until = excluded.locked_until, expires_at = excluded.expires_at,
-           status = excluded.status, headers = excluded.headers, body = excluded.body
-       WHERE (existing.status IS NULL AND existing.fingerprint = excluded.fingerprint)
-          OR existing.expires_at <= $4`,
-      [
-        clientId,
-        key,
-        fingerprint,
-        now,
-        now + this.#options.retentionMs,
-        response.status,
-        JSON.stringify(response.headers),
-        Buffer.from(response.body, 'utf8'),
-      ],
+    const result = await this.#pool.query(
+      `UPDATE ${this.#table} SET locked_until = $4, expires_at = GREATEST(expires_at, $5)
+       WHERE client_id = $1 AND key = $2 AND fence = $3 AND status IS NULL`,
+      [clientId, key, token, now + this.#options.leaseMs, claimExpiresAt(now, this.#options)],
     );
+    return leaseOutcome(result.rowCount);
   }
 
-  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
+  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
     this.#assertOpen();
-    await this.#pool.query(`DELETE FROM ${this.#table} WHERE client_id = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL`, [
+    const now = await this.#now();
+    const result = await this.#pool.query(
+      `UPDATE ${this.#table} SET locked_until = $4, expires_at = $5, status = $6, headers = $7, body = $8
+       WHERE client_id = $1 AND key = $2 AND fence = $3 AND status IS NULL`,
+      [clientId, key, token, now, now + this.#options.retentionMs, response.status, JSON.stringify(response.headers), Buffer.from(response.body, 'utf8')],
+    );
+    return leaseOutcome(result.rowCount);
+  }
+
+  async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
+    this.#assertOpen();
+    const result = await this.#pool.query(`DELETE FROM ${this.#table} WHERE client_id = $1 AND key = $2 AND fence = $3 AND status IS NULL`, [
       clientId,
       key,
-      fingerprint,
+      token,
     ]);
+    return leaseOutcome(result.rowCount);
   }
 
   async purgeExpired(batchSize?: number): Promise<number> {
@@ -252,6 +268,12 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       [await this.#now(), limit],
     );
     return result.rowCount ?? 0;
+  }
+
+  async countExpired(): Promise<number> {
+    this.#assertOpen();
+    const { rows } = await this.#pool.query<{ expired: string }>(`SELECT count(*) AS expired FROM ${this.#table} WHERE expires_at <= $1`, [await this.#now()]);
+    return Number(rows[0]?.expired ?? 0);
   }
 
   async healthy(): Promise<boolean> {
@@ -318,6 +340,8 @@ function describeError(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
   return String(error);
 }
+
+const leaseOutcome = (rowCount: number | null): LeaseOutcome => (rowCount === 1 ? 'ok' : 'lost');
 
 function toRecordState(row: RecordRow): RecordState {
   return {

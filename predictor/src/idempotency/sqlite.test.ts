@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { SqliteIdempotencyStore } from './sqlite.js';
 import { UnsupportedIdempotencySchema } from './store.js';
-import { describeIdempotencyStoreContract, LOCK_TIMEOUT_MS, ManualClock, RESPONSE, RETENTION_MS, START_MS } from './store-contract.js';
+import { claimAndComplete, describeIdempotencyStoreContract, LEASE_MS, ManualClock, RESPONSE, RETENTION_MS, START_MS } from './store-contract.js';
 
 let directory: string;
 let files = 0;
@@ -65,7 +65,8 @@ describe('SqliteIdempotencyStore on a shared file', () => {
       );
       assert.equal(results.filter((result) => result.outcome === 'claimed').length, 1);
 
-      await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      const winner = results.find((result) => result.outcome === 'claimed')!;
+      assert.equal(await (results.indexOf(winner) % 2 === 0 ? first : second).complete('client-a', 'key-1', winner.token, RESPONSE), 'ok');
       assert.deepEqual(await second.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     } finally {
       await first.close();
@@ -126,8 +127,7 @@ describe('SqliteIdempotencyStore durability', () => {
     const path = newPath();
     const clock = new ManualClock();
     const original = SqliteIdempotencyStore.open(path, { now: clock.now });
-    await original.claim('client-a', 'key-1', 'fp-1');
-    await original.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    await claimAndComplete(original, 'client-a', 'key-1', 'fp-1', RESPONSE);
     await original.close();
 
     const reopened = SqliteIdempotencyStore.open(path, { now: clock.now });
@@ -144,8 +144,7 @@ describe('SqliteIdempotencyStore durability', () => {
     const crashed = SqliteIdempotencyStore.open(path, { now: clock.now });
     const restarted = SqliteIdempotencyStore.open(path, { now: clock.now });
     try {
-      await crashed.claim('client-a', 'key-1', 'fp-1');
-      await crashed.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      await claimAndComplete(crashed, 'client-a', 'key-1', 'fp-1', RESPONSE);
       assert.deepEqual(await restarted.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     } finally {
       await crashed.close();
@@ -157,8 +156,8 @@ describe('SqliteIdempotencyStore durability', () => {
     const path = newPath();
     const killed = await runProcess(`
       const store = SqliteIdempotencyStore.open(${JSON.stringify(path)}, { now: () => ${START_MS} });
-      await store.claim('client-a', 'done', 'fp-1');
-      await store.complete('client-a', 'done', 'fp-1', ${JSON.stringify(RESPONSE)});
+      const done = await store.claim('client-a', 'done', 'fp-1');
+      await store.complete('client-a', 'done', done.token, ${JSON.stringify(RESPONSE)});
       await store.claim('client-a', 'running', 'fp-1');
       process.kill(process.pid, 'SIGKILL');`);
     assert.equal(killed.signal, 'SIGKILL');
@@ -167,9 +166,9 @@ describe('SqliteIdempotencyStore durability', () => {
     const restarted = SqliteIdempotencyStore.open(path, { now: clock.now });
     try {
       assert.deepEqual(await restarted.claim('client-a', 'done', 'fp-1'), { outcome: 'replay', response: RESPONSE });
-      assert.deepEqual(await restarted.claim('client-a', 'running', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 15 });
-      clock.advance(LOCK_TIMEOUT_MS);
-      assert.deepEqual(await restarted.claim('client-a', 'running', 'fp-1'), { outcome: 'claimed' });
+      assert.deepEqual(await restarted.claim('client-a', 'running', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 });
+      clock.advance(LEASE_MS);
+      assert.equal((await restarted.claim('client-a', 'running', 'fp-1')).outcome, 'claimed');
     } finally {
       await restarted.close();
     }
@@ -183,7 +182,7 @@ describe('SqliteIdempotencyStore schema', () => {
     const db = new Database(path, { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.pragma('user_version', { simple: true }), 1);
+      assert.equal(db.pragma('user_version', { simple: true }), 2);
       const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idempotency_keys'").pluck().all();
       assert.ok(indexes.includes('idempotency_keys_expires_at'));
     } finally {
@@ -195,8 +194,7 @@ describe('SqliteIdempotencyStore schema', () => {
     const path = newPath();
     const clock = new ManualClock();
     const first = SqliteIdempotencyStore.open(path, { now: clock.now });
-    await first.claim('client-a', 'key-1', 'fp-1');
-    await first.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+    await claimAndComplete(first, 'client-a', 'key-1', 'fp-1', RESPONSE);
     const second = SqliteIdempotencyStore.open(path, { now: clock.now });
     await first.close();
     await second.close();
@@ -213,7 +211,7 @@ describe('SqliteIdempotencyStore schema', () => {
     const path = newPath();
     await SqliteIdempotencyStore.open(path).close();
     const db = new Database(path);
-    db.pragma('user_version = 2');
+    db.pragma('user_version = 3');
     db.close();
     assert.throws(() => SqliteIdempotencyStore.open(path), UnsupportedIdempotencySchema);
   });

@@ -11,6 +11,7 @@ import {
   type ClaimResult,
   type IdempotencyStore,
   type IdempotencyStoreOptions,
+  type LeaseOutcome,
   type RecordState,
   type ResolvedStoreOptions,
   type StoredResponse,
@@ -48,6 +49,11 @@ const MIGRATIONS: readonly string[] = [
    -- purgeExpired() runs periodically under the write lock; without this index each batch
    -- would scan the whole table and block claims meanwhile. It costs one more b-tree write per claim.
    CREATE INDEX IF NOT EXISTS idempotency_keys_expires_at ON idempotency_keys (expires_at);`,
+  // Fenced leases: every claim and take-over draws the next token from one counter, so a
+  // token is never reissued, even for a key released and claimed again.
+  `ALTER TABLE idempotency_keys ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE IF NOT EXISTS idempotency_fence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+   INSERT OR IGNORE INTO idempotency_fence (id, last) VALUES (1, 0);`,
 ];
 
 interface RecordRow {
@@ -69,10 +75,19 @@ interface ClaimParams extends KeyParams {
   now: number;
   lockedUntil: number;
   expiresAt: number;
+  token: number;
 }
 
-interface CompleteParams extends KeyParams {
-  fingerprint: string;
+interface LeaseParams extends KeyParams {
+  token: number;
+}
+
+interface RenewParams extends LeaseParams {
+  lockedUntil: number;
+  expiresAt: number;
+}
+
+interface CompleteParams extends LeaseParams {
   now: number;
   expiresAt: number;
   status: number;
@@ -88,21 +103,25 @@ interface CompleteParams extends KeyParams {
 export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #db: Database.Database;
   readonly #options: ResolvedStoreOptions;
+  readonly #nextToken: Database.Statement<[], { last: number }>;
   readonly #insertClaim: Database.Statement<ClaimParams>;
   readonly #selectRecord: Database.Statement<KeyParams, RecordRow>;
   readonly #takeOverClaim: Database.Statement<ClaimParams>;
+  readonly #renew: Database.Statement<RenewParams>;
   readonly #complete: Database.Statement<CompleteParams>;
-  readonly #release: Database.Statement<KeyParams & { fingerprint: string }>;
+  readonly #release: Database.Statement<LeaseParams>;
   readonly #purge: Database.Statement<{ now: number; limit: number }>;
+  readonly #countExpired: Database.Statement<{ now: number }, { expired: number }>;
   readonly #ping: Database.Statement<[], unknown>;
   readonly #claimTransaction: (clientId: string, key: string, fingerprint: string, now: number) => ClaimResult;
 
   private constructor(db: Database.Database, options: ResolvedStoreOptions) {
     this.#db = db;
     this.#options = options;
+    this.#nextToken = db.prepare('UPDATE idempotency_fence SET last = last + 1 WHERE id = 1 RETURNING last');
     this.#insertClaim = db.prepare(
-      `INSERT INTO idempotency_keys (client_id, key, fingerprint, locked_until, expires_at)
-       VALUES (@clientId, @key, @fingerprint, @lockedUntil, @expiresAt)
+      `INSERT INTO idempotency_keys (client_id, key, fingerprint, locked_until, expires_at, fence)
+       VALUES (@clientId, @key, @fingerprint, @lockedUntil, @expiresAt, @token)
        ON CONFLICT (client_id, key) DO NOTHING`,
     );
     this.#selectRecord = db.prepare(
@@ -112,42 +131,39 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     // restates that condition, so this can never take a live claim away from its holder.
     this.#takeOverClaim = db.prepare(
       `UPDATE idempotency_keys
-       SET fingerprint = @fingerprint, locked_until = @lockedUntil, expires_at = @expiresAt, status = NULL, headers = NULL, body = NULL
+       SET fingerprint = @fingerprint, locked_until = @lockedUntil, expires_at = @expiresAt, fence = @token, status = NULL, headers = NULL, body = NULL
        WHERE client_id = @clientId AND key = @key
          AND (expires_at <= @now OR (status IS NULL AND fingerprint = @fingerprint AND locked_until <= @now))`,
     );
-    // The first completion wins and another request's record is never overwritten; a missing
-    // record is stored anyway, so a retry replays the response instead of executing again.
+    // Each lease operation is one compare-and-set on the token: a holder whose claim was taken
+    // over (or released, or purged) changes nothing and learns it from the count.
+    this.#renew = db.prepare(
+      `UPDATE idempotency_keys SET locked_until = @lockedUntil, expires_at = max(expires_at, @expiresAt)
+       WHERE client_id = @clientId AND key = @key AND fence = @token AND status IS NULL`,
+    );
     this.#complete = db.prepare(
-      `INSERT INTO idempotency_keys (client_id, key, fingerprint, locked_until, expires_at, status, headers, body)
-       VALUES (@clientId, @key, @fingerprint, @now, @expiresAt, @status, @headers, @body)
-       ON CONFLICT (client_id, key) DO UPDATE
-       SET fingerprint = excluded.fingerprint, locked_until = excluded.locked_until, expires_at = excluded.expires_at,
-           status = excluded.status, headers = excluded.headers, body = excluded.body
-       WHERE (idempotency_keys.status IS NULL AND idempotency_keys.fingerprint = excluded.fingerprint)
-          OR idempotency_keys.expires_at <= @now`,
+      `UPDATE idempotency_keys SET locked_until = @now, expires_at = @expiresAt, status = @status, headers = @headers, body = @body
+       WHERE client_id = @clientId AND key = @key AND fence = @token AND status IS NULL`,
     );
-    this.#release = db.prepare(
-      'DELETE FROM idempotency_keys WHERE client_id = @clientId AND key = @key AND fingerprint = @fingerprint AND status IS NULL',
-    );
+    this.#release = db.prepare('DELETE FROM idempotency_keys WHERE client_id = @clientId AND key = @key AND fence = @token AND status IS NULL');
     this.#purge = db.prepare(
       'DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= @now LIMIT @limit)',
     );
+    this.#countExpired = db.prepare('SELECT count(*) AS expired FROM idempotency_keys WHERE expires_at <= @now');
     // Reads the table, not just the connection: a missing or unreadable file shows here.
     this.#ping = db.prepare('SELECT 1 FROM idempotency_keys LIMIT 1');
 
     const claim = db.transaction((clientId: string, key: string, fingerprint: string, now: number): ClaimResult => {
-      const params: ClaimParams = { clientId, key, fingerprint, now, lockedUntil: now + options.lockTimeoutMs, expiresAt: claimExpiresAt(now, options) };
-      if (this.#insertClaim.run(params).changes === 1) return { outcome: 'claimed' };
       const row = this.#selectRecord.get({ clientId, key });
       if (row && row.expires_at > now) {
-        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, options.lockTimeoutMs);
+        const verdict = judgeExistingRecord(toRecordState(row), fingerprint, now, options.leaseMs);
         if (verdict.outcome !== 'abandoned') return verdict;
       }
-      if (this.#takeOverClaim.run(params).changes !== 1) {
-        throw new IdempotencyStoreCorrupted(`the claim of an expired record changed ${clientId}/${key} unexpectedly`);
-      }
-      return { outcome: 'claimed' };
+      const token = this.#nextToken.get()!.last;
+      const params: ClaimParams = { clientId, key, fingerprint, now, lockedUntil: now + options.leaseMs, expiresAt: claimExpiresAt(now, options), token };
+      const changes = row ? this.#takeOverClaim.run(params).changes : this.#insertClaim.run(params).changes;
+      if (changes !== 1) throw new IdempotencyStoreCorrupted(`the claim of ${clientId}/${key} changed nothing under the write lock`);
+      return { outcome: 'claimed', token };
     });
     // BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it. A
     // deferred transaction would read first and could then fail with SQLITE_BUSY_SNAPSHOT
@@ -182,29 +198,42 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return this.#claimTransaction(clientId, key, fingerprint, this.#options.now());
   }
 
-  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+  async renew(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
     this.#assertOpen();
     const now = this.#options.now();
-    this.#complete.run({
-      clientId,
-      key,
-      fingerprint,
-      now,
-      expiresAt: now + this.#options.retentionMs,
-      status: response.status,
-      headers: JSON.stringify(response.headers),
-      body: response.body,
-    });
+    return outcome(this.#renew.run({ clientId, key, token, lockedUntil: now + this.#options.leaseMs, expiresAt: claimExpiresAt(now, this.#options) }).changes);
   }
 
-  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
+  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
     this.#assertOpen();
-    this.#release.run({ clientId, key, fingerprint });
+    const now = this.#options.now();
+    return outcome(
+      this.#complete.run({
+        clientId,
+        key,
+        token,
+        now,
+        expiresAt: now + this.#options.retentionMs,
+        status: response.status,
+        headers: JSON.stringify(response.headers),
+        body: response.body,
+      }).changes,
+    );
+  }
+
+  async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
+    this.#assertOpen();
+    return outcome(this.#release.run({ clientId, key, token }).changes);
   }
 
   async purgeExpired(batchSize?: number): Promise<number> {
     this.#assertOpen();
     return this.#purge.run({ now: this.#options.now(), limit: resolveBatchSize(batchSize) }).changes;
+  }
+
+  async countExpired(): Promise<number> {
+    this.#assertOpen();
+    return this.#countExpired.get({ now: this.#options.now() })!.expired;
   }
 
   async healthy(): Promise<boolean> {
@@ -236,6 +265,8 @@ function migrate(db: Database.Database): void {
     if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
   }).immediate();
 }
+
+const outcome = (changes: number): LeaseOutcome => (changes === 1 ? 'ok' : 'lost');
 
 function toRecordState(row: RecordRow): RecordState {
   return {

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { IdempotencyStoreClosed, type ClaimResult, type IdempotencyStore, type StoredResponse } from './store.js';
+import { IdempotencyStoreClosed, type IdempotencyStore, type StoredResponse } from './store.js';
 
 /**
  * The behaviour every `IdempotencyStore` must show, registered as `node:test` tests for
- * one implementation: `memory.test.ts` and `sqlite.test.ts` run it, and so will any later store.
+ * one implementation: `memory.test.ts`, `sqlite.test.ts` and `postgres.test.ts` run it.
  */
 
 export const RETENTION_MS = 24 * 60 * 60 * 1000;
-export const LOCK_TIMEOUT_MS = 15_000;
+export const LEASE_MS = 5_000;
 /** 2023-11-14T22:13:20Z: any fixed instant will do, as long as no test reads the real clock. */
 export const START_MS = 1_700_000_000_000;
 
@@ -29,7 +29,7 @@ export class ManualClock {
 
 export interface ContractStoreOptions {
   retentionMs: number;
-  lockTimeoutMs: number;
+  leaseMs: number;
   now: () => number;
 }
 
@@ -52,7 +52,7 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
 
     async function newStore(overrides: Partial<ContractStoreOptions> = {}): Promise<IdempotencyStore> {
       clock = new ManualClock();
-      const store = await createStore({ retentionMs: RETENTION_MS, lockTimeoutMs: LOCK_TIMEOUT_MS, now: clock.now, ...overrides });
+      const store = await createStore({ retentionMs: RETENTION_MS, leaseMs: LEASE_MS, now: clock.now, ...overrides });
       opened.push(store);
       return store;
     }
@@ -61,27 +61,29 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
       await Promise.all(opened.splice(0).map((store) => store.close()));
     });
 
-    it('claims a new key, then answers in-flight with Retry-After from the remaining lock time', async () => {
+    it('claims a new key with a token, then answers in-flight with Retry-After from the remaining lease', async () => {
       const store = await newStore();
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 15 });
-      clock.advance(LOCK_TIMEOUT_MS - 1_500);
+      const result = await store.claim('client-a', 'key-1', 'fp-1');
+      assert.equal(result.outcome, 'claimed');
+      assert.ok(result.outcome === 'claimed' && Number.isSafeInteger(result.token) && result.token > 0);
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 });
+      clock.advance(LEASE_MS - 1_500);
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 2 });
       clock.advance(1_499);
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 1 });
     });
 
-    it('caps Retry-After at the lock timeout when the clock went back', async () => {
+    it('caps Retry-After at the lease when the clock went back', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
+      await claimToken(store, 'client-a', 'key-1', 'fp-1');
       clock.advance(-60 * 60 * 1000);
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 15 });
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 });
     });
 
     it('replays a completed key byte-identically', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'ok');
       const first = await store.claim('client-a', 'key-1', 'fp-1');
       assert.deepEqual(first, { outcome: 'replay', response: RESPONSE });
       assert.ok(first.outcome === 'replay');
@@ -94,131 +96,175 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
 
     it('keeps replaying until the retention ends, however late the retry comes', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      await store.complete('client-a', 'key-1', await claimToken(store, 'client-a', 'key-1', 'fp-1'), RESPONSE);
       clock.advance(RETENTION_MS - 1);
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'replay');
       clock.advance(1);
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'claimed');
     });
 
     it('answers mismatch to another request under a key in flight', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
+      await claimToken(store, 'client-a', 'key-1', 'fp-1');
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-2'), { outcome: 'mismatch' });
     });
 
     it('answers mismatch to another request under a completed key', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      await store.complete('client-a', 'key-1', await claimToken(store, 'client-a', 'key-1', 'fp-1'), RESPONSE);
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-2'), { outcome: 'mismatch' });
     });
 
-    it('answers mismatch to another request even once the first claim was abandoned', async () => {
+    it('answers mismatch to another request even once the first lease ran out', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      clock.advance(LOCK_TIMEOUT_MS);
+      await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS);
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-2'), { outcome: 'mismatch' });
     });
 
-    it('lets a released key be claimed again', async () => {
+    it('lets a released key be claimed again, for the same or another request', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.release('client-a', 'key-1', 'fp-1');
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'claimed' });
+      assert.equal(await store.release('client-a', 'key-1', await claimToken(store, 'client-a', 'key-1', 'fp-1')), 'ok');
+      assert.equal(await store.release('client-a', 'key-1', await claimToken(store, 'client-a', 'key-1', 'fp-1')), 'ok');
+      await claimToken(store, 'client-a', 'key-1', 'fp-2');
     });
 
-    it('lets a released key be used for another request', async () => {
+    it('refuses release with another token or of a completed key', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.release('client-a', 'key-1', 'fp-1');
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-2'), { outcome: 'claimed' });
-    });
-
-    it('ignores a release by another request or of a completed key', async () => {
-      const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.release('client-a', 'key-1', 'fp-2');
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.release('client-a', 'key-1', token + 1_000), 'lost');
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
 
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
-      await store.release('client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'ok');
+      assert.equal(await store.release('client-a', 'key-1', token), 'lost');
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'replay');
     });
 
-    it('lets exactly one of two racing retries take over a claim abandoned for the lock timeout', async () => {
+    it('keeps a renewed lease past its first term, and lets it be taken over once renewals stop', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      clock.advance(LOCK_TIMEOUT_MS - 1);
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      for (let beat = 0; beat < 5; beat += 1) {
+        clock.advance(LEASE_MS - 1);
+        assert.equal(await store.renew('client-a', 'key-1', token), 'ok');
+        assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 });
+      }
+      clock.advance(LEASE_MS);
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'claimed');
+    });
+
+    it('lets exactly one of two racing retries take over a lease that ran out, with a greater token', async () => {
+      const store = await newStore();
+      const first = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS - 1);
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
       clock.advance(1);
 
       const results = await Promise.all([store.claim('client-a', 'key-1', 'fp-1'), store.claim('client-a', 'key-1', 'fp-1')]);
-      assert.deepEqual(sortByOutcome(results), [{ outcome: 'claimed' }, { outcome: 'in-flight', retryAfterSeconds: 15 }]);
+      const winners = results.filter((result) => result.outcome === 'claimed');
+      assert.equal(winners.length, 1, JSON.stringify(results));
+      assert.ok(winners[0]!.token > first);
+      assert.deepEqual(results.find((result) => result.outcome !== 'claimed'), { outcome: 'in-flight', retryAfterSeconds: 5 });
     });
 
-    it('keeps the first completion when a request whose claim was taken over completes late', async () => {
+    it('fences a holder whose lease was taken over: its renew, complete and release change nothing', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      clock.advance(LOCK_TIMEOUT_MS);
-      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'claimed');
-      const takenOver = { ...RESPONSE, body: '{"attempt":2}' };
-      await store.complete('client-a', 'key-1', 'fp-1', takenOver);
-      await store.complete('client-a', 'key-1', 'fp-1', { ...RESPONSE, body: '{"attempt":1}' });
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: takenOver });
+      const stale = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS);
+      const current = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+
+      assert.equal(await store.renew('client-a', 'key-1', stale), 'lost');
+      assert.equal(await store.release('client-a', 'key-1', stale), 'lost');
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 }, 'the successor still holds it');
+      assert.equal(await store.complete('client-a', 'key-1', stale, { ...RESPONSE, body: '{"attempt":1}' }), 'lost');
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
+
+      const successor = { ...RESPONSE, body: '{"attempt":2}' };
+      assert.equal(await store.complete('client-a', 'key-1', current, successor), 'ok');
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: successor });
     });
 
-    it('stores a completion whose claim was released meanwhile, so a retry replays it', async () => {
+    it('never reissues a token: a holder whose key was released and claimed again stays fenced', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.release('client-a', 'key-1', 'fp-1');
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
+      const stale = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS);
+      const taker = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.release('client-a', 'key-1', taker), 'ok');
+      const third = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.ok(third > taker && taker > stale);
+      assert.equal(await store.complete('client-a', 'key-1', stale, RESPONSE), 'lost');
+      assert.equal(await store.complete('client-a', 'key-1', taker, RESPONSE), 'lost');
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
+    });
+
+    it('lets a holder whose lease ran out complete while nobody took it over', async () => {
+      const store = await newStore();
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS * 3);
+      assert.equal(await store.renew('client-a', 'key-1', token), 'ok');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'ok');
       assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     });
 
-    it('scopes keys per client', async () => {
+    it('keeps the first completion: a second one with the same token is lost', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
-      await store.complete('client-a', 'key-1', 'fp-1', RESPONSE);
-      assert.deepEqual(await store.claim('client-b', 'key-1', 'fp-1'), { outcome: 'claimed' });
-      assert.deepEqual(await store.claim('client-b', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 15 });
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'ok');
+      assert.equal(await store.complete('client-a', 'key-1', token, { ...RESPONSE, body: '{"again":true}' }), 'lost');
+      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+    });
+
+    it('stores nothing for a holder whose released claim is gone', async () => {
+      const store = await newStore();
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.release('client-a', 'key-1', token), 'ok');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'lost');
+      assert.equal(await store.renew('client-a', 'key-1', token), 'lost');
+      assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'claimed');
+    });
+
+    it('scopes keys and tokens per client', async () => {
+      const store = await newStore();
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-b', 'key-1', token, RESPONSE), 'lost');
+      await store.complete('client-a', 'key-1', token, RESPONSE);
+      await claimToken(store, 'client-b', 'key-1', 'fp-1');
+      assert.deepEqual(await store.claim('client-b', 'key-1', 'fp-1'), { outcome: 'in-flight', retryAfterSeconds: 5 });
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'replay');
     });
 
     it('does not confuse clients and keys that concatenate alike', async () => {
       const store = await newStore();
-      assert.deepEqual(await store.claim('client:a', 'key', 'fp-1'), { outcome: 'claimed' });
-      assert.deepEqual(await store.claim('client', 'a:key', 'fp-1'), { outcome: 'claimed' });
+      await claimToken(store, 'client:a', 'key', 'fp-1');
+      await claimToken(store, 'client', 'a:key', 'fp-1');
     });
 
-    it('purges expired records in batches, and only expired ones', async () => {
+    it('purges expired records in batches, and only expired ones, counting those left', async () => {
       const store = await newStore();
-      for (const key of ['k1', 'k2', 'k3', 'k4', 'k5']) {
-        await store.claim('client-a', key, 'fp-1');
-        await store.complete('client-a', key, 'fp-1', RESPONSE);
-      }
+      for (const key of ['k1', 'k2', 'k3', 'k4', 'k5']) await store.complete('client-a', key, await claimToken(store, 'client-a', key, 'fp-1'), RESPONSE);
       clock.advance(1);
-      await store.claim('client-a', 'k6', 'fp-1');
-      await store.complete('client-a', 'k6', 'fp-1', RESPONSE);
+      await store.complete('client-a', 'k6', await claimToken(store, 'client-a', 'k6', 'fp-1'), RESPONSE);
 
       clock.advance(RETENTION_MS - 2);
+      assert.equal(await store.countExpired(), 0);
       assert.equal(await store.purgeExpired(), 0);
       clock.advance(1);
+      assert.equal(await store.countExpired(), 5);
       assert.equal(await store.purgeExpired(2), 2);
       assert.equal(await store.purgeExpired(2), 2);
+      assert.equal(await store.countExpired(), 1);
       assert.equal(await store.purgeExpired(2), 1);
       assert.equal(await store.purgeExpired(2), 0);
+      assert.equal(await store.countExpired(), 0);
       assert.equal((await store.claim('client-a', 'k6', 'fp-1')).outcome, 'replay');
-      assert.deepEqual(await store.claim('client-a', 'k1', 'fp-2'), { outcome: 'claimed' });
+      await claimToken(store, 'client-a', 'k1', 'fp-2');
     });
 
     it('purges a claim abandoned for the whole retention period', async () => {
       const store = await newStore();
-      await store.claim('client-a', 'key-1', 'fp-1');
+      await claimToken(store, 'client-a', 'key-1', 'fp-1');
       clock.advance(RETENTION_MS);
       assert.equal(await store.purgeExpired(), 1);
-      assert.deepEqual(await store.claim('client-a', 'key-1', 'fp-2'), { outcome: 'claimed' });
+      await claimToken(store, 'client-a', 'key-1', 'fp-2');
     });
 
     it('rejects a batch size that is not a positive integer', async () => {
@@ -227,12 +273,16 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
       await assert.rejects(store.purgeExpired(1.5), RangeError);
     });
 
-    it('never purges a claim still in flight, even with a retention shorter than the lock', async () => {
+    it('never purges a claim still renewed, even with a retention shorter than its run', async () => {
       const store = await newStore({ retentionMs: 1_000 });
-      await store.claim('client-a', 'key-1', 'fp-1');
-      clock.advance(LOCK_TIMEOUT_MS - 1);
-      assert.equal(await store.purgeExpired(), 0);
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      for (let beat = 0; beat < 3; beat += 1) {
+        clock.advance(LEASE_MS - 1);
+        assert.equal(await store.renew('client-a', 'key-1', token), 'ok');
+        assert.equal(await store.purgeExpired(), 0);
+      }
       assert.equal((await store.claim('client-a', 'key-1', 'fp-1')).outcome, 'in-flight');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE), 'ok');
     });
 
     it('gives exactly one of 200 concurrent claims the key', async () => {
@@ -253,6 +303,15 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
   });
 }
 
-function sortByOutcome(results: ClaimResult[]): ClaimResult[] {
-  return [...results].sort((a, b) => a.outcome.localeCompare(b.outcome));
+
+/** Claims a key that must be free and returns its lease's token. */
+export async function claimToken(store: IdempotencyStore, clientId: string, key: string, fingerprint: string): Promise<number> {
+  const result = await store.claim(clientId, key, fingerprint);
+  assert.equal(result.outcome, 'claimed', JSON.stringify(result));
+  return (result as { token: number }).token;
+}
+
+/** Claims a free key and completes it with `response`. */
+export async function claimAndComplete(store: IdempotencyStore, clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
+  assert.equal(await store.complete(clientId, key, await claimToken(store, clientId, key, fingerprint), response), 'ok');
 }

@@ -138,5 +138,16 @@ function parseReply(reply: unknown): { allowed: boolean; tokens: number; used: n
       return { allowed: allowed === 1, tokens: tokens!, used: used!, nowMs: nowMs! };
     }
   }
-  throw new Error(`unexpected reply from the rate-limit script: ${JSON.stringify(reply)}`);
+  throw new UnexpectedScriptReply(reply);
+}
+
+/**
+ * The script answered something it never returns: a bug (or another script under the same
+ * name), not an outage. A TypeError, so the failure policy fails only this request.
+ */
+export class UnexpectedScriptReply extends TypeError {
+  override name = 'UnexpectedScriptReply';
+  constructor(reply: unknown) {
+    super(`unexpected reply from the rate-limit script: ${JSON.stringify(reply)}`);
+  }
 }

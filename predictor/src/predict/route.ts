@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '@m2m/common';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { AppEnv } from '../http/app-env.js';
@@ -15,6 +16,9 @@ import { parsePredictRequest, type PredictRequest } from './request-schema.js';
 export interface PredictHandlerDeps extends RateLimitDeps {
   model: IrisModel;
   idempotencyStore: IdempotencyStore;
+  /** The idempotency store's lease (ms), renewed while the model runs. */
+  idempotencyLeaseMs: number;
+  logger: Logger;
   /** Largest accepted request body (in bytes). */
   bodyLimitBytes: number;
   /** Refuse a POST without Idempotency-Key (400). */
@@ -51,7 +55,13 @@ export function predictHandler(deps: PredictHandlerDeps) {
     const request = parsePredictRequest(await readJsonBody(c, deps.bodyLimitBytes));
     if (key === undefined) return send(c, await run(c, request));
     const { response, replayed } = await executeOnce(
-      { store: deps.idempotencyStore, metrics: deps.metrics, onOutcome: (outcome) => c.set('idempotency', outcome) },
+      {
+        store: deps.idempotencyStore,
+        metrics: deps.metrics,
+        logger: deps.logger,
+        leaseMs: deps.idempotencyLeaseMs,
+        onOutcome: (outcome) => c.set('idempotency', outcome),
+      },
       { clientId: c.get('principal')!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },
       () => run(c, request),
     );

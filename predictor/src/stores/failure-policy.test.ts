@@ -86,12 +86,47 @@ describe('StoreGuard with fail-closed', () => {
 });
 
 describe('what counts as an outage', () => {
-  it('passes on an error of the request itself without marking the store down', async () => {
+  for (const policy of ['fail-closed', 'degrade'] as const) {
+    it(`answers 503 for an error of the request itself under ${policy}, logs and counts it, and keeps the store up`, async () => {
+      const { guard, metrics, lines } = setup(policy);
+      const limiterGuard = guard('rate_limiter');
+      const conflict = Object.assign(new Error('could not serialize access (see postgres://app:hunter2@db/prod)'), { code: '40001' });
+      await assert.rejects(
+        limiterGuard.use(() => Promise.reject(conflict), () => Promise.resolve('fallback')),
+        (error: unknown) => error instanceof StoreUnavailable && error.status === 503 && error.headers['retry-after'] === '1' && error.cause === conflict,
+      );
+      assert.equal(limiterGuard.status, 'up');
+      const logged = lines.filter((line) => line['event'] === 'store.error');
+      assert.equal(logged.length, 1);
+      assert.equal(logged[0]!['code'], '40001');
+      assert.match(String(logged[0]!['reason']), /could not serialize access/);
+      assert.doesNotMatch(JSON.stringify(logged[0]), /hunter2/, 'a password in the message is masked');
+      assert.equal(lines.filter((line) => line['event'] === 'store.down').length, 0);
+      assert.equal(await metricValue(metrics, 'predictor_store_errors_total', { store: 'rate_limiter' }), 1);
+      assert.equal(await metricValue(metrics, 'predictor_store_up', { store: 'rate_limiter' }), 1);
+
+      // Neither a bug nor a value that is not an Error becomes a 500.
+      await assert.rejects(limiterGuard.use(() => Promise.reject(new TypeError('x is undefined')), () => Promise.resolve('fallback')), StoreUnavailable);
+      await assert.rejects(limiterGuard.use(() => Promise.reject('a string'), () => Promise.resolve('fallback')), StoreUnavailable);
+      assert.equal(limiterGuard.status, 'up');
+    });
+  }
+
+  it('passes on an HTTP answer decided already', async () => {
     const { guard } = setup('fail-closed');
     const limiterGuard = guard('rate_limiter');
-    const conflict = Object.assign(new Error('the claim lost 5 races'), { code: '40001' });
-    await assert.rejects(limiterGuard.use(() => Promise.reject(conflict), () => Promise.resolve('fallback')), conflict);
+    const decided = new StoreUnavailable('API key');
+    await assert.rejects(limiterGuard.use(() => Promise.reject(decided), () => Promise.resolve('fallback')), (error: unknown) => error === decided);
     assert.equal(limiterGuard.status, 'up');
+  });
+
+  it('uses the classifier it is given for its engine', async () => {
+    const { metrics, lines } = setup('degrade');
+    const logger = createLogger('predictor', 'silent');
+    const strict = new StoreGuard({ store: 'idempotency', engine: 'test-engine', policy: 'degrade', logger, metrics, isOutage: () => true });
+    assert.equal(await strict.use(() => Promise.reject(new Error('anything')), () => Promise.resolve('fallback')), 'fallback');
+    assert.equal(strict.status, 'down');
+    assert.equal(lines.length, 0);
   });
 
   it('recognises lost connections, timeouts and cancelled statements of both engines', () => {
@@ -123,18 +158,65 @@ describe('StoreGuard with degrade', () => {
     assert.equal(await metricValue(metrics, 'predictor_store_failures_total', { store: 'rate_limiter', action: 'fallback' }), 20);
   });
 
+  const ANSWER = { status: 200, headers: {}, body: '{"id":"pred_1"}' };
+
   it('completes a claim taken in the fallback there, even once PostgreSQL is back', async () => {
     const { guard, advance } = setup('degrade');
     const shared = switchable<IdempotencyStore>(new MemoryIdempotencyStore());
     const store = new GuardedIdempotencyStore(shared.store, guard('idempotency'), {});
     shared.state.up = false;
-    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'claimed' });
+    const claim = await store.claim('c', 'k', 'fp');
+    assert.equal(claim.outcome, 'claimed');
     shared.state.up = true;
     advance(1_000);
-    await store.complete('c', 'k', 'fp', { status: 200, headers: {}, body: '{}' });
-    assert.equal(shared.state.calls, 1, 'the completion did not go to the shared store');
+    assert.equal(await store.renew('c', 'k', claim.token), 'ok');
+    assert.equal(await store.complete('c', 'k', claim.token, ANSWER), 'ok');
+    assert.equal(shared.state.calls, 1, 'neither the renewal nor the completion went to the shared store');
+  });
+
+  it('keeps replaying a key it executed from memory during the outage once PostgreSQL is back, without executing it again', async () => {
+    const { guard, advance } = setup('degrade');
+    const shared = switchable<IdempotencyStore>(new MemoryIdempotencyStore());
+    const store = new GuardedIdempotencyStore(shared.store, guard('idempotency'), {});
+    shared.state.up = false;
+    const claim = await store.claim('c', 'k', 'fp');
+    assert.equal(claim.outcome, 'claimed');
+    await store.complete('c', 'k', claim.token, ANSWER);
+    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'replay', response: ANSWER }, 'replayed during the outage');
+
+    shared.state.up = true;
+    advance(1_000);
+    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'replay', response: ANSWER }, 'replayed after it');
+    assert.deepEqual(await store.claim('c', 'k', 'fp-other'), { outcome: 'mismatch' });
+    assert.equal(shared.state.calls, 1, 'the shared store was never asked about the key once it was back');
+    assert.equal((await store.claim('c', 'other-key', 'fp')).outcome, 'claimed', 'other keys go to the shared store again');
+    assert.equal(shared.state.calls, 2);
+  });
+
+  it('answers 409 to a duplicate of a key this replica holds in PostgreSQL when PostgreSQL goes down meanwhile', async () => {
+    const { guard, advance } = setup('degrade');
+    const shared = switchable<IdempotencyStore>(new MemoryIdempotencyStore());
+    const store = new GuardedIdempotencyStore(shared.store, guard('idempotency'), {});
+    const claim = await store.claim('c', 'k', 'fp');
+    assert.equal(claim.outcome, 'claimed');
     shared.state.up = false;
     advance(1_000);
-    assert.equal((await store.claim('c', 'k', 'fp')).outcome, 'replay');
+    assert.equal((await store.claim('c', 'unrelated', 'fp')).outcome, 'claimed', 'the store is down: the fallback serves');
+    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'in-flight', retryAfterSeconds: 1 }, 'not claimed again in memory');
+    assert.deepEqual(await store.claim('c', 'k', 'fp-other'), { outcome: 'mismatch' });
+
+    // Its holder cannot store its answer while PostgreSQL is down: it may still release the lease.
+    await assert.rejects(store.complete('c', 'k', claim.token, ANSWER));
+    shared.state.up = true;
+    assert.equal(await store.release('c', 'k', claim.token), 'ok');
+    assert.equal(await store.complete('c', 'k', claim.token, ANSWER), 'lost', 'a finished lease is gone');
+  });
+
+  it('answers 409 to a duplicate that arrives while the claim is still being made', async () => {
+    const { guard } = setup('degrade');
+    const store = new GuardedIdempotencyStore(new MemoryIdempotencyStore(), guard('idempotency'), {});
+    const [first, second] = await Promise.all([store.claim('c', 'k', 'fp'), store.claim('c', 'k', 'fp')]);
+    assert.equal(first.outcome, 'claimed');
+    assert.deepEqual(second, { outcome: 'in-flight', retryAfterSeconds: 1 });
   });
 });

@@ -1,18 +1,22 @@
 import type { Logger } from '@m2m/common';
 import type { Metrics } from '../http/metrics.js';
-import { StoreUnavailable } from '../http/problems.js';
+import { HttpProblem, StoreUnavailable } from '../http/problems.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
-import type { ClaimResult, IdempotencyStore, IdempotencyStoreOptions, StoredResponse } from '../idempotency/store.js';
+import type { ClaimResult, IdempotencyStore, IdempotencyStoreOptions, LeaseOutcome, StoredResponse } from '../idempotency/store.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import type { Plan } from '../limits/plans.js';
 import type { RateLimitDecision, RateLimiter } from '../limits/rate-limiter.js';
+import { describeStoreError, isOutage, type OutageClassifier } from './outage.js';
+
+export { isOutage } from './outage.js';
 
 /**
  * What a request meets when a shared store (Redis, PostgreSQL) fails:
  * - `fail-closed` (the default): 503 with Retry-After. Limits and exactly-once hold.
  * - `degrade`: this replica's own memory takes over. Limits hold per replica at a fraction
- *   of the plan; idempotency holds only for retries that reach the same replica during the
- *   outage, and a key completed in the shared store before it can execute again.
+ *   of the plan; a key answered from memory keeps its answer at this replica (during the
+ *   outage and after it), not at the others, and a key completed in the shared store before
+ *   the outage can execute again.
  */
 export type FailurePolicy = 'fail-closed' | 'degrade';
 
@@ -27,6 +31,12 @@ export interface StoreGuardOptions {
   metrics: Metrics;
   /** While the store is down, how often a request may try it again (ms). Default 1 000. */
   probeIntervalMs?: number;
+  /**
+   * Whether an error of the engine is an outage (policy, store marked down) rather than this
+   * request's own (503 for it alone). Default `isOutage`, which knows both engines' connection
+   * errors by name; open.ts passes the engine's own (`isRedisOutage`, `isPostgresOutage`).
+   */
+  isOutage?: OutageClassifier;
   now?: () => number;
 }
 
@@ -42,7 +52,7 @@ export class StoreGuard {
   #lastAttemptMs = Number.NEGATIVE_INFINITY;
 
   constructor(options: StoreGuardOptions) {
-    this.#options = { probeIntervalMs: 1_000, now: Date.now, ...options };
+    this.#options = { probeIntervalMs: 1_000, now: Date.now, isOutage, ...options };
     options.metrics.storeUp.set({ store: options.store }, 1);
   }
 
@@ -65,6 +75,8 @@ export class StoreGuard {
 
   /**
    * Runs `primary`; on an outage (or while the store is known down) applies the policy.
+   * Any other error of the store (a rejected command, a bug) is a 503 for this request
+   * alone, whatever the policy: the store stays up, and no store error ever becomes a 500.
    * `secondary` uses (the rate-limit headers of a response decided already) neither probe
    * a store known down nor count as a request the policy refused or served.
    */
@@ -77,10 +89,30 @@ export class StoreGuard {
     try {
       result = await primary();
     } catch (error) {
-      // Only a lost or stuck connection is an outage; any other error is this request's own.
-      if (!isOutage(error)) throw error;
-      this.#markDown(error as Error);
+      // An answer decided already (an HttpProblem) passes; an error that is not an outage is this request's own.
+      if (error instanceof HttpProblem) throw error;
+      if (!this.#options.isOutage(error)) return this.#onRequestError(error);
+      this.#markDown(error);
       return this.#onFailure(fallback, error, count);
+    }
+    this.#markUp();
+    return result;
+  }
+
+  /**
+   * Runs an operation that only the store can answer (a lease held there), whether or not the
+   * store is known down: an outage marks it down and, like any other error of the store, is
+   * a 503 for this request; a success marks it up.
+   */
+  async attempt<T>(operation: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await operation();
+    } catch (error) {
+      if (error instanceof HttpProblem) throw error;
+      if (!this.#options.isOutage(error)) return this.#onRequestError(error);
+      this.#markDown(error);
+      throw new StoreUnavailable(this.#options.store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause: error });
     }
     this.#markUp();
     return result;
@@ -104,12 +136,20 @@ export class StoreGuard {
     throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause });
   }
 
-  #markDown(error: Error): void {
+  /** Logs and counts an error that is not an outage, and answers 503 for this request only. */
+  #onRequestError(error: unknown): never {
+    const { store, engine, policy, logger, metrics } = this.#options;
+    metrics.storeErrors.inc({ store });
+    logger.error({ event: 'store.error', store, engine, policy, ...describeStoreError(error) }, `${store} store (${engine}) failed this request (not an outage): answering 503`);
+    throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause: error });
+  }
+
+  #markDown(error: unknown): void {
     if (this.#down) return;
     this.#down = true;
     const { store, engine, policy, logger, metrics } = this.#options;
     metrics.storeUp.set({ store }, 0);
-    logger.error({ event: 'store.down', store, engine, policy, reason: error.message }, `${store} store (${engine}) unavailable: ${policy === 'degrade' ? 'this replica falls back to its own memory' : 'answering 503'}`);
+    logger.error({ event: 'store.down', store, engine, policy, ...describeStoreError(error) }, `${store} store (${engine}) unavailable: ${policy === 'degrade' ? 'this replica falls back to its own memory' : 'answering 503'}`);
   }
 
   #markUp(): void {
@@ -166,13 +206,29 @@ export class GuardedRateLimiter implements RateLimiter {
   }
 }
 
+interface HeldLease {
+  fingerprint: string;
+  /** Where the lease lives; `claiming` while the claim is under way. */
+  where: 'primary' | 'fallback' | 'claiming';
+  token: number;
+}
+
 /**
- * A shared idempotency store under a failure policy. A claim taken in the fallback is
- * completed or released there too, wherever the shared store stands by then.
+ * A shared idempotency store under a failure policy.
+ *
+ * Under `degrade`, what this replica answered from its own memory during an outage stays its
+ * answer after the outage: a claim first consults that memory, until each record's retention
+ * ends (or the memory's bound evicts it), and only then the shared store. Writing those
+ * records back to PostgreSQL instead was rejected: another replica may have executed the same
+ * key there meanwhile, and no write-back can make two executions one.
+ *
+ * Every lease this replica holds or is claiming is also known here, whichever store holds it,
+ * so a duplicate arriving at this replica while the store flips between down and up meets the
+ * holder (409) instead of claiming in the other store.
  */
 export class GuardedIdempotencyStore implements IdempotencyStore {
   readonly #fallback: MemoryIdempotencyStore;
-  readonly #claimedInFallback = new Set<string>();
+  readonly #held = new Map<string, HeldLease>();
 
   constructor(
     private readonly primary: IdempotencyStore,
@@ -182,29 +238,52 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
     this.#fallback = new MemoryIdempotencyStore(fallbackOptions);
   }
 
-  claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
-    return this.guard.use(
-      () => this.primary.claim(clientId, key, fingerprint),
-      async () => {
-        const result = await this.#fallback.claim(clientId, key, fingerprint);
-        if (result.outcome === 'claimed') this.#claimedInFallback.add(claimKey(clientId, key));
-        return result;
-      },
-    );
+  async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
+    const id = claimKey(clientId, key);
+    const held = this.#held.get(id);
+    if (held) return held.fingerprint === fingerprint ? { outcome: 'in-flight', retryAfterSeconds: 1 } : { outcome: 'mismatch' };
+    const remembered = this.#fallback.lookup(clientId, key, fingerprint);
+    if (remembered) return remembered;
+
+    this.#held.set(id, { fingerprint, where: 'claiming', token: 0 });
+    const served = { byFallback: false };
+    try {
+      const result = await this.guard.use(
+        () => this.primary.claim(clientId, key, fingerprint),
+        () => {
+          served.byFallback = true;
+          return this.#fallback.claim(clientId, key, fingerprint);
+        },
+      );
+      if (result.outcome === 'claimed') this.#held.set(id, { fingerprint, where: served.byFallback ? 'fallback' : 'primary', token: result.token });
+      else this.#held.delete(id);
+      return result;
+    } catch (error) {
+      this.#held.delete(id);
+      throw error;
+    }
   }
 
-  async complete(clientId: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> {
-    if (this.#claimedInFallback.delete(claimKey(clientId, key))) return this.#fallback.complete(clientId, key, fingerprint, response);
-    return this.primary.complete(clientId, key, fingerprint, response);
+  renew(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
+    return this.#onLease(clientId, key, token, (store) => store.renew(clientId, key, token), 'keeps');
   }
 
-  async release(clientId: string, key: string, fingerprint: string): Promise<void> {
-    if (this.#claimedInFallback.delete(claimKey(clientId, key))) return this.#fallback.release(clientId, key, fingerprint);
-    return this.primary.release(clientId, key, fingerprint);
+  complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+    // A completion that failed keeps the lease known here, so that its holder can still release it.
+    return this.#onLease(clientId, key, token, (store) => store.complete(clientId, key, token, response), 'ends-if-answered');
+  }
+
+  release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
+    return this.#onLease(clientId, key, token, (store) => store.release(clientId, key, token), 'ends');
   }
 
   async purgeExpired(batchSize?: number): Promise<number> {
     const [shared, own] = await Promise.all([this.primary.purgeExpired(batchSize), this.#fallback.purgeExpired(batchSize)]);
+    return shared + own;
+  }
+
+  async countExpired(): Promise<number> {
+    const [shared, own] = await Promise.all([this.primary.countExpired(), this.#fallback.countExpired()]);
     return shared + own;
   }
 
@@ -215,17 +294,27 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
   async close(): Promise<void> {
     await Promise.all([this.primary.close(), this.#fallback.close()]);
   }
-}
 
-/**
- * Errors that mean the engine cannot be used: connection refused, reset or timed out, a
- * closed or unwritable client, a statement cancelled by its timeout, the server shutting
- * down. A failed script reply or a constraint error is a bug or a conflict, not an outage.
- */
-export function isOutage(error: unknown): boolean {
-  const { code, message = '' } = (error ?? {}) as { code?: string; message?: string };
-  if (code && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|57P01|57P02|57P03|57014|08\w{3})$/.test(code)) return true;
-  return /ECONN|ETIMEDOUT|ENOTFOUND|connection|timeout|timed out|not writeable|enableOfflineQueue|terminat/i.test(message);
+  /** Runs a lease operation in the store that holds the lease, whatever the shared store's state now. */
+  async #onLease(
+    clientId: string,
+    key: string,
+    token: number,
+    operation: (store: IdempotencyStore) => Promise<LeaseOutcome>,
+    lifetime: 'keeps' | 'ends-if-answered' | 'ends',
+  ): Promise<LeaseOutcome> {
+    const id = claimKey(clientId, key);
+    const held = this.#held.get(id);
+    if (!held || held.where === 'claiming' || held.token !== token) return 'lost';
+    let answered = false;
+    try {
+      const outcome = held.where === 'fallback' ? await operation(this.#fallback) : await this.guard.attempt(() => operation(this.primary));
+      answered = true;
+      return outcome;
+    } finally {
+      if (lifetime === 'ends' || (lifetime === 'ends-if-answered' && answered)) this.#held.delete(id);
+    }
+  }
 }
 
 const claimKey = (clientId: string, key: string) => `${clientId}\u0000${key}`;

@@ -2,17 +2,18 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '@m2m/common';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { PredictorConfig } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import { PostgresIdempotencyStore } from '../idempotency/postgres.js';
 import { SqliteIdempotencyStore } from '../idempotency/sqlite.js';
-import type { IdempotencyStore } from '../idempotency/store.js';
+import type { IdempotencyStore, IdempotencyStoreOptions } from '../idempotency/store.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
 import { RedisRateLimiter } from '../limits/redis.js';
 import { GuardedIdempotencyStore, GuardedRateLimiter, StoreGuard } from './failure-policy.js';
+import { isPostgresOutage, isRedisOutage } from './outage.js';
 
 export interface PredictorStores {
   limiter: RateLimiter;
@@ -30,16 +31,30 @@ export class StoreStartupError extends Error {
 /** How long start-up waits for Redis before serving under the failure policy. */
 const REDIS_STARTUP_WAIT_MS = 3_000;
 
+/** The options of the rate limiter's Redis client; the fault tests build theirs with these too. */
+export function redisClientOptions(): RedisOptions {
+  return {
+    // Fail a command at once while disconnected instead of queueing it: the failure policy answers.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: 500,
+    connectTimeout: 2_000,
+    // Reconnect forever, at most every 2 s, so the limiter recovers by itself.
+    retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+  };
+}
+
 /**
  * The stores the configuration selects: embedded (memory, SQLite) by default; Redis and
  * PostgreSQL, shared by replicas, when REDIS_URL / DATABASE_URL are set, each behind its
  * failure policy.
  */
 export async function openStores(config: PredictorConfig, deps: { logger: Logger; metrics: Metrics }): Promise<PredictorStores> {
-  const storeOptions = { retentionMs: config.idempotencyRetentionMs, lockTimeoutMs: config.idempotencyLockTimeoutMs };
+  const storeOptions: IdempotencyStoreOptions = { retentionMs: config.idempotencyRetentionMs, leaseMs: config.idempotencyLeaseMs };
   const guards: StoreGuard[] = [];
-  const guard = (store: 'rate_limiter' | 'idempotency', engine: string, policy: PredictorConfig['rateLimitOnStoreFailure']) => {
-    const created = new StoreGuard({ store, engine, policy, logger: deps.logger, metrics: deps.metrics });
+  const guard = (store: 'rate_limiter' | 'idempotency', engine: 'redis' | 'postgres', policy: PredictorConfig['rateLimitOnStoreFailure']) => {
+    const isOutage = engine === 'redis' ? isRedisOutage : isPostgresOutage;
+    const created = new StoreGuard({ store, engine, policy, isOutage, logger: deps.logger, metrics: deps.metrics });
     guards.push(created);
     return created;
   };
@@ -62,15 +77,7 @@ export async function openStores(config: PredictorConfig, deps: { logger: Logger
   let limiter: RateLimiter;
   let redis: Redis | undefined;
   if (config.rateLimitStore === 'redis') {
-    redis = new Redis(config.redisUrl!, {
-      // Fail a command at once while disconnected instead of queueing it: the failure policy answers.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: 500,
-      connectTimeout: 2_000,
-      // Reconnect forever, at most every 2 s, so the limiter recovers by itself.
-      retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
-    });
+    redis = new Redis(config.redisUrl!, redisClientOptions());
     redis.on('error', (error: Error) => deps.logger.debug({ event: 'redis.error', reason: error.message }, 'redis connection error'));
     // `once` rejects on the first 'error' (Redis down): that is not a reason to stop, only to wait no longer.
     await Promise.race([once(redis, 'ready').catch(() => {}), sleep(REDIS_STARTUP_WAIT_MS)]);
