@@ -4,6 +4,7 @@ import { RetryBudget, loadCallerConfig } from 'caller';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { DEV_ENV, requestToken, startAuthServer } from '../harness/system.js';
 import type { ScenarioRun } from './framework.js';
+import { storeOutage } from './store-outage.js';
 
 export interface Scenario {
   name: string;
@@ -213,4 +214,5 @@ export const SCENARIOS: Scenario[] = [
       run.expect('401 or 503 served by the predictor', (run.statusesServed().get(401) ?? 0) + (run.statusesServed().get(503) ?? 0), '0', !run.statusesServed().has(401) && !run.statusesServed().has(503));
     },
   },
+  storeOutage,
 ];

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { AdminClient } from '@m2m/auth-server/admin-client';
-import { PredictorCallError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow, type RetryBudget } from 'caller';
+import { PredictorCallError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow, type PredictorClientOptions, type RetryBudget } from 'caller';
 import { stopAll, temporaryDirectory, type LogRecord } from '../harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../harness/system.js';
 import { Trace } from './trace.js';
@@ -19,6 +19,10 @@ export interface PredictionOutcome {
   /** For failures: status and why the call stopped. */
   error?: { status: number | undefined; reason: string; attempts: number; message: string };
   startedAt: number;
+  /** The rows sent, so the same request can be sent again. */
+  inputs: IrisRow[];
+  /** For successes: the `id` of the prediction in the first 2xx answer. */
+  predictionId?: string;
 }
 
 const ROWS: IrisRow[] = [
@@ -36,12 +40,17 @@ export class ScenarioRun {
   readonly trace = new Trace();
   readonly evidence: Evidence[] = [];
   readonly #started = performance.now();
+  /** Predictors started by the scenario itself (startPredictor), beside the run's own. */
+  readonly #extraPredictors: RunningPredictor[] = [];
+  /** Run after the processes stopped, last registered first. */
+  readonly #deferred: (() => Promise<void>)[] = [];
 
   private constructor(
     readonly auth: RunningAuthServer,
     readonly predictor: RunningPredictor,
     readonly admin: AdminClient,
     readonly dataDir: string,
+    private readonly predictorEnv: Record<string, string>,
     private readonly cleanup: () => Promise<void>,
   ) {}
 
@@ -54,7 +63,27 @@ export class ScenarioRun {
     }
     const auth = await startAuthServer({ dataDir: `${dir.path}/auth`, env: { KEY_PROPAGATION_SECONDS: '0', ...options.authEnv } });
     const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dir.path}/predictor`, env: { IDEMPOTENCY_STORE: 'sqlite', ...planEnv, ...options.predictorEnv } });
-    return new ScenarioRun(auth, predictor, new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!), dir.path, dir.remove);
+    return new ScenarioRun(auth, predictor, new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!), dir.path, planEnv, dir.remove);
+  }
+
+  /**
+   * Another predictor on the run's auth-server (the run's plans, `env` on top), e.g. one per
+   * failure policy; its log lines count in predictRecords() and the other evidence.
+   */
+  async startPredictor(name: string, env: Record<string, string>): Promise<RunningPredictor> {
+    const predictor = await startPredictor({ issuer: this.auth.issuer, dataDir: `${this.dataDir}/${name}`, env: { ...this.predictorEnv, ...env } });
+    this.#extraPredictors.push(predictor);
+    return predictor;
+  }
+
+  /** Every predictor of the run: its own first, then those the scenario started. */
+  get predictors(): RunningPredictor[] {
+    return [this.predictor, ...this.#extraPredictors];
+  }
+
+  /** Runs `cleanup` when the run stops, after its processes (proxies to close, schemas to drop). */
+  defer(cleanup: () => Promise<void>): void {
+    this.#deferred.push(cleanup);
   }
 
   /** Milliseconds since the run started. */
@@ -69,12 +98,15 @@ export class ScenarioRun {
       secret?: () => string;
       baseUrl?: string;
       maxAttempts?: number;
+      backoff?: PredictorClientOptions['backoff'];
       random?: () => number;
       retryBudget?: RetryBudget;
       onAttempt?: (event: AttemptEvent) => void;
     } = {},
   ) {
     const clientId = options.clientId ?? 'demo-caller';
+    // A base URL that is none of the run's predictors is a proxy in front of one.
+    const target = options.baseUrl && !this.predictors.some((predictor) => predictor.url === options.baseUrl) ? 'Proxy' : 'Predictor';
     const tokens = new TokenSource({
       issuer: this.auth.issuer,
       clientId,
@@ -90,13 +122,14 @@ export class ScenarioRun {
       baseUrl: options.baseUrl ?? this.predictor.url,
       tokens,
       ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.backoff ? { backoff: options.backoff } : {}),
       ...(options.retryBudget ? { retryBudget: options.retryBudget } : {}),
       onAttempt: (event) => {
         options.onAttempt?.(event);
-        this.trace.message('Caller', options.baseUrl ? 'Proxy' : 'Predictor', `POST /v1/predict attempt ${event.attempt}`);
+        this.trace.message('Caller', target, `POST /v1/predict attempt ${event.attempt}`);
         const answer = event.status === undefined ? `no answer (${event.error ?? 'network'})` : String(event.status);
         const next = event.next === 'retry' ? `wait ${Math.round(event.waitMs)}ms (${event.reason})` : event.next === 'refresh-token' ? 'refresh token, replay' : event.next;
-        this.trace.message(options.baseUrl ? 'Proxy' : 'Predictor', 'Caller', `${answer} → ${next}`, true);
+        this.trace.message(target, 'Caller', `${answer} → ${next}`, true);
       },
     });
     return { tokens, client };
@@ -111,12 +144,13 @@ export class ScenarioRun {
       while (this.elapsed() < until) {
         const key = randomUUID();
         const startedAt = this.elapsed();
+        const inputs = [ROWS[index++ % ROWS.length]!];
         try {
-          await client.predict([ROWS[index++ % ROWS.length]!], { idempotencyKey: key });
-          outcomes.push({ key, ok: true, startedAt });
+          const { id } = await client.predict(inputs, { idempotencyKey: key });
+          outcomes.push({ key, ok: true, startedAt, inputs, predictionId: id });
         } catch (error) {
           const failure = error as PredictorCallError;
-          outcomes.push({ key, ok: false, startedAt, error: { status: failure.lastStatus, reason: failure.reason ?? 'error', attempts: failure.attempts ?? 0, message: failure.message } });
+          outcomes.push({ key, ok: false, startedAt, inputs, error: { status: failure.lastStatus, reason: failure.reason ?? 'error', attempts: failure.attempts ?? 0, message: failure.message } });
         }
         if (options.pauseMs) await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
       }
@@ -133,12 +167,12 @@ export class ScenarioRun {
     await change();
   }
 
-  /** The predictor's request log lines for POST /v1/predict. */
-  predictRecords(): LogRecord[] {
-    return this.predictor.process.records.filter((record) => record['route'] === '/v1/predict' && record.msg === 'request');
+  /** The request log lines for POST /v1/predict of one predictor, or of all the run's predictors. */
+  predictRecords(predictor?: RunningPredictor): LogRecord[] {
+    return (predictor ? [predictor] : this.predictors).flatMap((one) => one.process.records.filter((record) => record['route'] === '/v1/predict' && record.msg === 'request'));
   }
 
-  /** How many times the predictor ran the model for each idempotency key. */
+  /** How many times the predictors ran the model for each idempotency key. */
   executionsPerKey(): Map<string, number> {
     const executions = new Map<string, number>();
     for (const record of this.predictRecords()) {
@@ -149,10 +183,10 @@ export class ScenarioRun {
     return executions;
   }
 
-  /** Status codes the predictor served on POST /v1/predict. */
-  statusesServed(): Map<number, number> {
+  /** Status codes one predictor, or all of them, served on POST /v1/predict. */
+  statusesServed(predictor?: RunningPredictor): Map<number, number> {
     const statuses = new Map<number, number>();
-    for (const record of this.predictRecords()) statuses.set(record['status'] as number, (statuses.get(record['status'] as number) ?? 0) + 1);
+    for (const record of this.predictRecords(predictor)) statuses.set(record['status'] as number, (statuses.get(record['status'] as number) ?? 0) + 1);
     return statuses;
   }
 
@@ -190,7 +224,9 @@ export class ScenarioRun {
   }
 
   async stop(): Promise<void> {
-    await stopAll();
-    await this.cleanup();
+    // Every cleanup runs even when the log audit or an earlier cleanup fails; the first failure is reported.
+    const failures: unknown[] = [];
+    for (const step of [stopAll, ...this.#deferred.splice(0).reverse(), this.cleanup]) await step().catch((error: unknown) => failures.push(error));
+    if (failures.length > 0) throw failures[0];
   }
 }
