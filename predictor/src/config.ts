@@ -103,7 +103,7 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     simulatedInferenceMs: read.integer('SIMULATED_INFERENCE_MS', 0, { min: 0, max: 600_000 }),
     idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
     idempotencyPurgeIntervalMs: read.integer('IDEMPOTENCY_PURGE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),
-    idempotencyLeaseMs: read.integer('IDEMPOTENCY_LEASE_MS', 5_000, { min: 300, max: 600_000 }),
+    idempotencyLeaseMs: read.integer('IDEMPOTENCY_LEASE_MS', 5_000, { min: 1_000, max: 600_000 }),
     requireIdempotencyKey: read.oneOf('IDEMPOTENCY_KEY_REQUIRED', 'false', ['true', 'false']) === 'true',
     apiKeys: read.oneOf('API_KEYS', 'true', ['true', 'false']) === 'true',
     shutdownGraceMs: read.integer('SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_RANGE),

@@ -89,9 +89,16 @@ shutdownOnSignals({
   listeners: { http: server },
   onStart: () => {
     shutdown.abort();
-    purger.stop();
+    void purger.stop();
   },
-  closeSteps: { stores: () => stores.close(), ...(apiKeyStore && { 'api-keys': () => apiKeyStore.close() }) },
+  // A purge run under way ends (after its current batch) before the stores close under it.
+  closeSteps: {
+    stores: async () => {
+      await purger.stop();
+      await stores.close();
+    },
+    ...(apiKeyStore && { 'api-keys': () => apiKeyStore.close() }),
+  },
   logger,
   graceMs: config.shutdownGraceMs,
 });

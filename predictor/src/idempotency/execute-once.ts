@@ -88,13 +88,15 @@ export async function executeOnce(
     return { response, replayed: false };
   }
 
-  const leaseLost = () => {
+  const leaseLost = async () => {
+    // The successor holds the lease now, so this finds nothing to release; it lets a guarded store forget the lease.
+    await store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
     record('lease_lost');
     deps.logger.warn({ event: 'idempotency.lease_lost', idempotencyKey: scope.key.slice(0, 100), fencingToken: claim.token }, 'lease taken over while executing: result dropped');
     return new IdempotencyLeaseLost();
   };
-  if (lease.lost) throw leaseLost();
-  let stored;
+  if (lease.lost) throw await leaseLost();
+  let stored: Awaited<ReturnType<IdempotencyStore['complete']>>;
   try {
     stored = await store.complete(scope.clientId, scope.key, claim.token, response);
   } catch (error) {
@@ -104,7 +106,7 @@ export async function executeOnce(
     record('refused');
     throw asStoreProblem(error);
   }
-  if (stored === 'lost') throw leaseLost();
+  if (stored === 'lost') throw await leaseLost();
   record('executed');
   return { response, replayed: false };
 }
@@ -119,18 +121,27 @@ function asStoreProblem(error: unknown): HttpProblem {
  * (store unreachable) is only retried at the next beat: completion decides in the end.
  */
 class LeaseKeeper {
-  lost = false;
+  #lost = false;
   readonly #timer: NodeJS.Timeout;
   #renewing: Promise<unknown> = Promise.resolve();
 
   constructor(store: IdempotencyStore, clientId: string, key: string, token: number, leaseMs: number) {
+    let pending = false;
     this.#timer = setInterval(() => {
-      this.#renewing = store.renew(clientId, key, token).then(
-        (outcome) => {
-          if (outcome === 'lost') this.#markLost();
-        },
-        () => {},
-      );
+      // A renewal still waiting on a slow store is not doubled: they would pile up in its pool.
+      if (pending) return;
+      pending = true;
+      this.#renewing = Promise.resolve()
+        .then(() => store.renew(clientId, key, token))
+        .then(
+          (outcome) => {
+            if (outcome === 'lost') this.#markLost();
+          },
+          () => {},
+        )
+        .finally(() => {
+          pending = false;
+        });
     }, Math.max(1, Math.floor(leaseMs / 3)));
     this.#timer.unref();
   }
@@ -141,8 +152,13 @@ class LeaseKeeper {
     await this.#renewing;
   }
 
+  /** A renewal found the lease taken over. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
   #markLost(): void {
-    this.lost = true;
+    this.#lost = true;
     clearInterval(this.#timer);
   }
 }

@@ -16,8 +16,8 @@ export interface PurgerOptions {
 export interface PurgeRun {
   purged: number;
   batches: number;
-  /** Expired records still present when the run ended. */
-  expiredLeft: number;
+  /** Expired records still present when the run ended; undefined for a run cut short by `stop()`. */
+  expiredLeft: number | undefined;
 }
 
 /**
@@ -45,10 +45,11 @@ export class IdempotencyPurger {
     this.#timer.unref();
   }
 
-  /** Stops the schedule and any run under way after its current batch. */
-  stop(): void {
+  /** Stops the schedule, and any run under way after its current batch; resolves once it has ended. */
+  async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    await this.#running?.catch(() => {});
   }
 
   /** One run; a run still under way is joined, not doubled. */
@@ -71,6 +72,7 @@ export class IdempotencyPurger {
       if (deleted < batchSize || this.#stopped) break;
       await yieldToRequests();
     }
+    if (this.#stopped) return { purged, batches, expiredLeft: undefined };
     const expiredLeft = await store.countExpired();
     metrics.idempotencyExpired.set(expiredLeft);
     if (purged > 0) logger.info({ event: 'idempotency.purged', purged, batches, expiredLeft }, 'expired idempotency records purged');

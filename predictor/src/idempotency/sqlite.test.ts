@@ -207,6 +207,32 @@ describe('SqliteIdempotencyStore schema', () => {
     }
   });
 
+  it('migrates a version-1 file with records in it: completed ones replay, a claim left by the old version is taken over after the lease', async () => {
+    const path = newPath();
+    const old = new Database(path);
+    old.exec(`CREATE TABLE idempotency_keys (client_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, locked_until INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL, status INTEGER, headers TEXT, body TEXT, PRIMARY KEY (client_id, key));
+      CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);`);
+    const insert = old.prepare('INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    insert.run('client-a', 'done', 'fp-1', START_MS, START_MS + RETENTION_MS, RESPONSE.status, JSON.stringify(RESPONSE.headers), RESPONSE.body);
+    insert.run('client-a', 'running', 'fp-1', START_MS + LEASE_MS, START_MS + RETENTION_MS, null, null, null);
+    old.pragma('user_version = 1');
+    old.close();
+
+    const clock = new ManualClock();
+    const store = SqliteIdempotencyStore.open(path, { now: clock.now });
+    try {
+      assert.deepEqual(await store.claim('client-a', 'done', 'fp-1'), { outcome: 'replay', response: RESPONSE });
+      assert.equal((await store.claim('client-a', 'running', 'fp-1')).outcome, 'in-flight');
+      clock.advance(LEASE_MS);
+      const takenOver = await store.claim('client-a', 'running', 'fp-1');
+      assert.ok(takenOver.outcome === 'claimed' && takenOver.token > 0);
+      assert.equal(await store.complete('client-a', 'running', 0, RESPONSE), 'lost', 'no token of the old version matches');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses a file written by a newer schema', async () => {
     const path = newPath();
     await SqliteIdempotencyStore.open(path).close();

@@ -219,4 +219,20 @@ describe('StoreGuard with degrade', () => {
     assert.equal(first.outcome, 'claimed');
     assert.deepEqual(second, { outcome: 'in-flight', retryAfterSeconds: 1 });
   });
+
+  it('forgets a lease the store reports lost, so the key replays the successor\'s answer here instead of 409 forever', async () => {
+    const { guard } = setup('fail-closed');
+    let now = NOON;
+    const shared = new MemoryIdempotencyStore({ leaseMs: 5_000, now: () => now });
+    const store = new GuardedIdempotencyStore(shared, guard('idempotency'), {});
+    const stalled = await store.claim('c', 'k', 'fp');
+    assert.equal(stalled.outcome, 'claimed');
+    now += 5_000;
+    const successor = await shared.claim('c', 'k', 'fp'); // another replica takes it over
+    assert.equal(successor.outcome, 'claimed');
+    await shared.complete('c', 'k', successor.token, ANSWER);
+
+    assert.equal(await store.renew('c', 'k', stalled.token), 'lost');
+    assert.deepEqual(await store.claim('c', 'k', 'fp'), { outcome: 'replay', response: ANSWER });
+  });
 });

@@ -245,6 +245,7 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
     const remembered = this.#fallback.lookup(clientId, key, fingerprint);
     if (remembered) return remembered;
 
+    // No token yet: nothing can renew, complete or release a lease that is still being claimed.
     this.#held.set(id, { fingerprint, where: 'claiming', token: 0 });
     const served = { byFallback: false };
     try {
@@ -307,12 +308,14 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
     const held = this.#held.get(id);
     if (!held || held.where === 'claiming' || held.token !== token) return 'lost';
     let answered = false;
+    let outcome: LeaseOutcome | undefined;
     try {
-      const outcome = held.where === 'fallback' ? await operation(this.#fallback) : await this.guard.attempt(() => operation(this.primary));
+      outcome = held.where === 'fallback' ? await operation(this.#fallback) : await this.guard.attempt(() => operation(this.primary));
       answered = true;
       return outcome;
     } finally {
-      if (lifetime === 'ends' || (lifetime === 'ends-if-answered' && answered)) this.#held.delete(id);
+      // A lease the store reports lost is over here too: else this replica would answer 409 for the key forever.
+      if (lifetime === 'ends' || (answered && (lifetime === 'ends-if-answered' || outcome === 'lost'))) this.#held.delete(id);
     }
   }
 }
