@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { createLogger } from '@m2m/common';
-import pg from 'pg';
 import { createMetrics } from '../http/metrics.js';
-import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../testing/engines.js';
+import { TEST_DATABASE_URL, withTestDatabase } from '../testing/engines.js';
 import { MemoryIdempotencyStore } from './memory.js';
 import { PostgresIdempotencyStore } from './postgres.js';
 import { IdempotencyPurger } from './purger.js';
@@ -41,26 +40,15 @@ describe('IdempotencyPurger', () => {
 });
 
 describe('IdempotencyPurger on PostgreSQL at a high keyed rate', () => {
-  const schema = uniqueSchemaName('purge');
-  let admin: pg.Client;
-
-  before(async () => {
-    await requirePostgres();
-    admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await admin.connect();
-  });
-
-  after(async () => {
-    if (!admin) return;
-    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await admin.end();
-  });
+  const database = withTestDatabase();
 
   it('keeps the table within what the retention holds at 1 000 keyed requests per second, with no expired row left after each run', async () => {
     const clock = new ManualClock();
     const retentionMs = 60_000;
     const intervalMs = 10_000;
     const ratePerSecond = 1_000;
+    const schema = database.schema('purge');
+    const admin = database.admin();
     const store = await PostgresIdempotencyStore.open({ connectionString: TEST_DATABASE_URL, schema, retentionMs, now: clock.now });
     const metrics = createMetrics({ collectProcessMetrics: false });
     const purger = new IdempotencyPurger({ store, logger: quietLogger(), metrics, batchSize: 1_000 });

@@ -89,10 +89,7 @@ export class StoreGuard {
     try {
       result = await primary();
     } catch (error) {
-      // An answer decided already (an HttpProblem) passes; an error that is not an outage is this request's own.
-      if (error instanceof HttpProblem) throw error;
-      if (!this.#options.isOutage(error)) return this.#onRequestError(error);
-      this.#markDown(error);
+      this.#markDownOrThrow(error);
       return this.#onFailure(fallback, error, count);
     }
     this.#markUp();
@@ -109,9 +106,7 @@ export class StoreGuard {
     try {
       result = await operation();
     } catch (error) {
-      if (error instanceof HttpProblem) throw error;
-      if (!this.#options.isOutage(error)) return this.#onRequestError(error);
-      this.#markDown(error);
+      this.#markDownOrThrow(error);
       throw new StoreUnavailable(this.#options.store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause: error });
     }
     this.#markUp();
@@ -134,6 +129,13 @@ export class StoreGuard {
     }
     if (count) metrics.storeFailures.inc({ store, action: 'refused' });
     throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause });
+  }
+
+  /** Marks the store down on an outage; rethrows an answer decided already (an HttpProblem), and any other error as this request's own 503. */
+  #markDownOrThrow(error: unknown): void {
+    if (error instanceof HttpProblem) throw error;
+    if (!this.#options.isOutage(error)) this.#onRequestError(error);
+    this.#markDown(error);
   }
 
   /** Logs and counts an error that is not an outage, and answers 503 for this request only. */

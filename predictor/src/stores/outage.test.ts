@@ -11,7 +11,7 @@ import { IdempotencyClaimContended, PostgresIdempotencyStore } from '../idempote
 import type { Plan } from '../limits/plans.js';
 import type { RateLimitDecision } from '../limits/rate-limiter.js';
 import { RedisRateLimiter, rateLimitKey, UnexpectedScriptReply } from '../limits/redis.js';
-import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL, uniqueSchemaName } from '../testing/engines.js';
+import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL, uniqueSchemaName, withTestDatabase } from '../testing/engines.js';
 import { TcpFaultProxy } from '../testing/tcp-fault-proxy.js';
 import { GuardedRateLimiter, StoreGuard, type FailurePolicy } from './failure-policy.js';
 import { redisClientOptions } from './open.js';
@@ -354,22 +354,10 @@ describe('Redis faults through a proxy, under both policies', () => {
 });
 
 describe('PostgreSQL faults through a proxy, under both policies', () => {
-  const schema = uniqueSchemaName('test_outage');
-  let admin: pg.Client;
+  const database = withTestDatabase();
+  const schema = database.schema('test_outage');
   let keys = 0;
   const newKey = () => `k-${(keys += 1)}`;
-
-  before(async () => {
-    await requirePostgres();
-    admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await admin.connect();
-  });
-
-  after(async () => {
-    if (!admin) return;
-    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await admin.end();
-  });
 
   /** The store as open.ts opens it, through a proxy; one connection left idle in its pool. */
   async function storeThroughProxy(statementTimeoutMs: number) {
@@ -398,7 +386,7 @@ describe('PostgreSQL faults through a proxy, under both policies', () => {
     await locker.query('BEGIN');
     await locker.query(`LOCK TABLE "${schema}".idempotency_keys IN ACCESS EXCLUSIVE MODE`);
     return {
-      waiting: async () => (await admin.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"${schema}".idempotency_keys'::regclass`)).rowCount! > 0,
+      waiting: async () => (await database.admin().query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '"${schema}".idempotency_keys'::regclass`)).rowCount! > 0,
       unlock: async () => {
         await locker.query('ROLLBACK').catch(() => {});
         await locker.end().catch(() => {});
@@ -449,7 +437,7 @@ describe('PostgreSQL faults through a proxy, under both policies', () => {
         try {
           const pending = claim();
           await waitFor('the claim to wait on the lock', lock.waiting);
-          await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted AND relation = '"${schema}".idempotency_keys'::regclass`);
+          await database.admin().query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted AND relation = '"${schema}".idempotency_keys'::regclass`);
           return await pending;
         } finally {
           await lock.unlock();

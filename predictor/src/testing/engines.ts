@@ -1,5 +1,6 @@
 import { redactUrl } from '@m2m/common';
 import { Redis } from 'ioredis';
+import { after, before } from 'node:test';
 import pg from 'pg';
 
 /**
@@ -54,4 +55,32 @@ export async function requirePostgres(url = TEST_DATABASE_URL): Promise<void> {
 /** A schema name no other test uses, so tests running at once never see each other's tables. */
 export function uniqueSchemaName(prefix: string): string {
   return `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * For a `describe` on PostgreSQL: requires the engine before its tests, opens a connection of
+ * the test's own (to look at and tamper with what the stores wrote), and drops every schema
+ * named by `schema()` after them.
+ */
+export function withTestDatabase(): { admin: () => pg.Client; schema: (prefix: string) => string } {
+  let client: pg.Client | undefined;
+  const schemas: string[] = [];
+  before(async () => {
+    await requirePostgres();
+    client = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await client.connect();
+  });
+  after(async () => {
+    if (!client) return;
+    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.end();
+  });
+  return {
+    admin: () => client!,
+    schema: (prefix) => {
+      const name = uniqueSchemaName(prefix);
+      schemas.push(name);
+      return name;
+    },
+  };
 }
