@@ -10,7 +10,7 @@ import type { AppEnv } from './http/app-env.js';
 import type { Metrics } from './http/metrics.js';
 import { observeRequests } from './http/observe.js';
 import { HttpProblem, InternalError, NotFound, NotReady, renderProblem } from './http/problems.js';
-import { DEFAULT_LEASE_MS, type IdempotencyStore } from './idempotency/store.js';
+import type { IdempotencyStore } from './idempotency/store.js';
 import { rateLimit, rateLimitHeadersFor } from './limits/middleware.js';
 import type { PlanTable } from './limits/plans.js';
 import type { RateLimiter } from './limits/rate-limiter.js';
@@ -36,8 +36,6 @@ export interface PredictorDeps {
   plans: PlanTable;
   limiter: RateLimiter;
   idempotencyStore: IdempotencyStore;
-  /** The idempotency store's lease (ms); the executing request renews it. Default 5 000. */
-  idempotencyLeaseMs?: number;
   /** Refuse POST /v1/predict without Idempotency-Key. Default false. */
   requireIdempotencyKey?: boolean;
   logger: Logger;
@@ -95,7 +93,6 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       ...limits,
       model: deps.model,
       idempotencyStore: deps.idempotencyStore,
-      idempotencyLeaseMs: deps.idempotencyLeaseMs ?? DEFAULT_LEASE_MS,
       logger: deps.logger,
       requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
       now: deps.now ?? Date.now,

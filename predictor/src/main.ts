@@ -68,7 +68,6 @@ const app = buildApp({
   plans,
   limiter,
   idempotencyStore,
-  idempotencyLeaseMs: config.idempotencyLeaseMs,
   requireIdempotencyKey: config.requireIdempotencyKey,
   logger,
   metrics,

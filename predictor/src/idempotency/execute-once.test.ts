@@ -15,7 +15,7 @@ function setup(store: IdempotencyStore) {
   const outcomes: IdempotencyOutcome[] = [];
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger('predictor', 'info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
-  const deps = { store, metrics: createMetrics({ collectProcessMetrics: false }), logger, leaseMs: LEASE_MS, onOutcome: (outcome: IdempotencyOutcome) => outcomes.push(outcome) };
+  const deps = { store, metrics: createMetrics({ collectProcessMetrics: false }), logger, onOutcome: (outcome: IdempotencyOutcome) => outcomes.push(outcome) };
   return { deps, outcomes, lines };
 }
 

@@ -20,8 +20,6 @@ export interface ExecuteOnceDeps {
   store: IdempotencyStore;
   metrics: Metrics;
   logger: Logger;
-  /** The store's lease (ms): the holder renews it every third of it while `execute` runs. */
-  leaseMs: number;
   onOutcome: (outcome: IdempotencyOutcome) => void;
 }
 
@@ -69,7 +67,7 @@ export async function executeOnce(
       break;
   }
 
-  const lease = new LeaseKeeper(store, scope.clientId, scope.key, claim.token, deps.leaseMs);
+  const lease = new LeaseKeeper(store, scope.clientId, scope.key, claim.token);
   const release = async () => {
     await store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
     record('released');
@@ -100,9 +98,10 @@ export async function executeOnce(
   try {
     stored = await store.complete(scope.clientId, scope.key, claim.token, response);
   } catch (error) {
-    // Release if the store is back, so the retry need not wait for the lease to run out. If
-    // the completion did commit (only its answer was lost), this finds no claim and does nothing.
-    await store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
+    // Release if the store answers, so the retry need not wait for the lease to run out; not
+    // awaited, so a silent store does not hold the 503 back for another timeout. If the
+    // completion did commit (only its answer was lost), this finds no claim and does nothing.
+    void store.release(scope.clientId, scope.key, claim.token).catch(() => 'lost');
     record('refused');
     throw asStoreProblem(error);
   }
@@ -125,7 +124,7 @@ class LeaseKeeper {
   readonly #timer: NodeJS.Timeout;
   #renewing: Promise<unknown> = Promise.resolve();
 
-  constructor(store: IdempotencyStore, clientId: string, key: string, token: number, leaseMs: number) {
+  constructor(store: IdempotencyStore, clientId: string, key: string, token: number) {
     let pending = false;
     this.#timer = setInterval(() => {
       // A renewal still waiting on a slow store is not doubled: they would pile up in its pool.
@@ -142,7 +141,7 @@ class LeaseKeeper {
         .finally(() => {
           pending = false;
         });
-    }, Math.max(1, Math.floor(leaseMs / 3)));
+    }, Math.max(1, Math.floor(store.leaseMs / 3)));
     this.#timer.unref();
   }
 

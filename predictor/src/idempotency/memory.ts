@@ -51,6 +51,10 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     this.#maxEntries = maxEntries;
   }
 
+  get leaseMs(): number {
+    return this.#options.leaseMs;
+  }
+
   /** Records currently held, in flight or completed. */
   get size(): number {
     return this.#records.size;

@@ -177,6 +177,10 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     }
   }
 
+  get leaseMs(): number {
+    return this.#options.leaseMs;
+  }
+
   async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
     this.#assertOpen();
     const { leaseMs } = this.#options;

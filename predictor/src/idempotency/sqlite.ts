@@ -193,6 +193,10 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     }
   }
 
+  get leaseMs(): number {
+    return this.#options.leaseMs;
+  }
+
   async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
     this.#assertOpen();
     return this.#claimTransaction(clientId, key, fingerprint, this.#options.now());

@@ -29,6 +29,8 @@ export type ClaimResult =
 export type LeaseOutcome = 'ok' | 'lost';
 
 export interface IdempotencyStore {
+  /** How long a claim holds without renewal (ms); its holder renews well inside it. */
+  readonly leaseMs: number;
   /** Atomic: of N concurrent claims of one (clientId, key), exactly one gets 'claimed' until it completes, releases or its lease runs out unrenewed. */
   claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult>;
   /** Extends the lease by the lease duration from now, if `token` still holds it. */

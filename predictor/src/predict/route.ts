@@ -16,8 +16,6 @@ import { parsePredictRequest, type PredictRequest } from './request-schema.js';
 export interface PredictHandlerDeps extends RateLimitDeps {
   model: IrisModel;
   idempotencyStore: IdempotencyStore;
-  /** The idempotency store's lease (ms), renewed while the model runs. */
-  idempotencyLeaseMs: number;
   logger: Logger;
   /** Largest accepted request body (in bytes). */
   bodyLimitBytes: number;
@@ -59,7 +57,6 @@ export function predictHandler(deps: PredictHandlerDeps) {
         store: deps.idempotencyStore,
         metrics: deps.metrics,
         logger: deps.logger,
-        leaseMs: deps.idempotencyLeaseMs,
         onOutcome: (outcome) => c.set('idempotency', outcome),
       },
       { clientId: c.get('principal')!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },

@@ -17,8 +17,8 @@ const NOON = Date.UTC(2026, 10, 23, 12);
 function switchable<T extends object>(inner: T) {
   const state = { up: true, calls: 0 };
   const proxy = new Proxy(inner, {
-    get(target, property, receiver) {
-      const value = Reflect.get(target, property, receiver) as unknown;
+    get(target, property) {
+      const value = Reflect.get(target, property) as unknown;
       if (typeof value !== 'function') return value;
       return async (...args: unknown[]) => {
         state.calls += 1;

@@ -240,6 +240,10 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
     this.#fallback = new MemoryIdempotencyStore(fallbackOptions);
   }
 
+  get leaseMs(): number {
+    return this.primary.leaseMs;
+  }
+
   async claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult> {
     const id = claimKey(clientId, key);
     const held = this.#held.get(id);
