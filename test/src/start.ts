@@ -41,7 +41,10 @@ for (const service of services) {
   const child = spawn(process.execPath, ['--import', 'tsx', `${service}/src/main.ts`], { cwd: REPOSITORY_ROOT, env: process.env, stdio: 'inherit' });
   children.set(service, child);
   child.once('exit', (code, signal) => gone(service, `code ${code}, signal ${signal}`, code === 0));
-  child.once('error', (error) => gone(service, error.message, false));
+  // 'error' also follows a failed kill(); only a child that never started is gone because of it.
+  child.on('error', (error) => {
+    if (child.pid === undefined) gone(service, error.message, false);
+  });
 }
 
 function gone(service: string, how: string, clean: boolean): void {
