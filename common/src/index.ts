@@ -10,3 +10,13 @@ export {
   type Shutdown,
   type ShutdownOptions,
 } from './shutdown.js';
+export {
+  decodeUsageEvent,
+  encodeUsageEvent,
+  MalformedUsageEvent,
+  USAGE_EVENT_TYPE,
+  USAGE_SUBJECT_PREFIX,
+  usageDay,
+  usageSubject,
+  type UsageEvent,
+} from './usage-event.js';

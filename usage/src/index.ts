@@ -1,0 +1,2 @@
+// The usage pipeline's public surface, filled in as its modules land.
+export {};
