@@ -38,6 +38,10 @@ export function redisClientOptions(): RedisOptions {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: 500,
+    // A connection that stops answering is dropped and reopened. Without this, commands lost on
+    // it (a black hole, a half-open socket) stay queued, every later reply is matched to one of
+    // them, and every new command times out for good, even once the network is back.
+    socketTimeout: 1_000,
     connectTimeout: 2_000,
     // Reconnect forever, at most every 2 s, so the limiter recovers by itself.
     retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),

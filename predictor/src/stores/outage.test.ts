@@ -329,6 +329,29 @@ describe('Redis faults through a proxy, under both policies', () => {
     }
   }
 
+  it('recovers by itself once a black hole ends: commands lost in it never leave the connection waiting for their replies', { timeout: 6 * BOUND_MS }, async () => {
+    const setup = await limiterThroughProxy();
+    try {
+      setup.proxy.set('blackhole');
+      await assert.rejects(setup.limiter.consume('c', PLAN), /timed out/);
+      await assert.rejects(setup.limiter.consume('c', PLAN));
+      setup.proxy.set('up');
+      // Before the fix, every command after this timed out for good: replies went to the lost ones.
+      const deadline = Date.now() + 3 * BOUND_MS;
+      for (;;) {
+        const answer = await setup.limiter.consume('c', PLAN).then(
+          (decision) => decision,
+          () => undefined,
+        );
+        if (answer?.allowed) break;
+        assert.ok(Date.now() < deadline, 'Redis answered again within the bound');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      await setup.close();
+    }
+  });
+
   for (const policy of POLICIES) {
     it(`a script error or a reply it cannot parse is 503 for that request alone under ${policy}, and the store stays up`, { timeout: 3 * BOUND_MS }, async () => {
       const setup = await limiterThroughProxy();
