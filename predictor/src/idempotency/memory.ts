@@ -1,3 +1,5 @@
+import type { UsageEvent } from '@m2m/common';
+import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import {
   claimExpiresAt,
   copyResponse,
@@ -40,6 +42,9 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   readonly #maxEntries: number;
   /** Insertion order is recency order: a record is re-inserted whenever it is used. */
   readonly #records = new Map<string, MemoryRecord>();
+  /** Usage events in write order; a sent one stays until purged. */
+  readonly #outbox = new Map<number, OutboxEntry>();
+  #outboxSeq = 0;
   /** Fencing tokens are unique in the store, so a released and re-claimed key never reissues an old one. */
   #lastToken = 0;
   #closed = false;
@@ -99,13 +104,75 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return 'ok';
   }
 
-  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+  async complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome> {
     this.#assertOpen();
     const held = this.#held(clientId, key, token);
     if (!held) return 'lost';
     const now = this.#options.now();
     this.#put(recordId(clientId, key), { fingerprint: held.fingerprint, token, lockedUntil: now, expiresAt: now + this.#options.retentionMs, response: copyResponse(response) });
+    if (usage) this.#appendEvent(usage, now);
     return 'ok';
+  }
+
+  async append(event: UsageEvent): Promise<void> {
+    this.#assertOpen();
+    this.#appendEvent(event, this.#options.now());
+  }
+
+  async relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
+    this.#assertOpen();
+    // Claimed entries are skipped by a relay running at once, as rows locked in PostgreSQL would be.
+    const batch: OutboxEntry[] = [];
+    for (const entry of this.#outbox.values()) {
+      if (batch.length >= limit) break;
+      if (entry.sentAt === undefined && !entry.claimed) batch.push(entry);
+    }
+    for (const entry of batch) entry.claimed = true;
+    try {
+      const delivered = await deliver(batch.map((entry) => entry.event));
+      const now = this.#options.now();
+      let marked = 0;
+      for (const entry of batch) {
+        if (!delivered.has(entry.event.id)) continue;
+        entry.sentAt = now;
+        marked += 1;
+      }
+      return { claimed: batch.length, delivered: marked };
+    } finally {
+      for (const entry of batch) entry.claimed = false;
+    }
+  }
+
+  async backlog(): Promise<OutboxBacklog> {
+    this.#assertOpen();
+    let count = 0;
+    let oldest: number | undefined;
+    for (const entry of this.#outbox.values()) {
+      if (entry.sentAt !== undefined) continue;
+      count += 1;
+      oldest ??= entry.createdAt;
+    }
+    return { count, oldestAgeMs: oldest === undefined ? undefined : Math.max(0, this.#options.now() - oldest) };
+  }
+
+  async purgeSent(batchSize?: number): Promise<number> {
+    this.#assertOpen();
+    const limit = resolveBatchSize(batchSize);
+    const cutoff = this.#options.now() - this.#options.outboxRetentionMs;
+    let purged = 0;
+    for (const [seq, entry] of this.#outbox) {
+      if (purged >= limit) break;
+      if (entry.sentAt !== undefined && entry.sentAt <= cutoff) {
+        this.#outbox.delete(seq);
+        purged += 1;
+      }
+    }
+    return purged;
+  }
+
+  #appendEvent(event: UsageEvent, now: number): void {
+    this.#outboxSeq += 1;
+    this.#outbox.set(this.#outboxSeq, { event, createdAt: now, sentAt: undefined, claimed: false });
   }
 
   async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
@@ -145,6 +212,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   async close(): Promise<void> {
     this.#closed = true;
     this.#records.clear();
+    this.#outbox.clear();
   }
 
   /** The in-flight record `token` still holds (whether or not its lease ran out: nobody took it over), if any. */
@@ -180,6 +248,13 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   #assertOpen(): void {
     if (this.#closed) throw new IdempotencyStoreClosed();
   }
+}
+
+interface OutboxEntry {
+  event: UsageEvent;
+  createdAt: number;
+  sentAt: number | undefined;
+  claimed: boolean;
 }
 
 /** Length-prefixed, so no pair of (clientId, key) can produce another pair's id. */

@@ -102,10 +102,10 @@ describe('PostgresIdempotencyStore schema', () => {
       (row) => row.version,
     );
 
-  it('creates the table, the expires_at index and records versions 1 and 2', async () => {
+  it('creates the tables, the expires_at index and records versions 1 to 3', async () => {
     const schema = newSchema();
     await (await open({ schema })).close();
-    assert.deepEqual(await migrationsOf(schema), [1, 2]);
+    assert.deepEqual(await migrationsOf(schema), [1, 2, 3]);
     const { rows } = await admin.query<{ indexname: string; indexdef: string }>(
       "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'idempotency_keys'",
       [schema],
@@ -119,12 +119,12 @@ describe('PostgresIdempotencyStore schema', () => {
     const clock = new ManualClock();
     const stores = await Promise.all([open({ schema, now: clock.now }), open({ schema, now: clock.now })]);
     try {
-      assert.deepEqual(await migrationsOf(schema), [1, 2]);
+      assert.deepEqual(await migrationsOf(schema), [1, 2, 3]);
       await claimAndComplete(stores[0]!, 'client-a', 'key-1', 'fp-1', RESPONSE);
 
       const third = await open({ schema, now: clock.now });
       stores.push(third);
-      assert.deepEqual(await migrationsOf(schema), [1, 2]);
+      assert.deepEqual(await migrationsOf(schema), [1, 2, 3]);
       assert.deepEqual(await third.claim('client-a', 'key-1', 'fp-1'), { outcome: 'replay', response: RESPONSE });
     } finally {
       await Promise.all(stores.map((store) => store.close()));
@@ -134,7 +134,7 @@ describe('PostgresIdempotencyStore schema', () => {
   it('refuses a schema written by a newer predictor', async () => {
     const schema = newSchema();
     await (await open({ schema })).close();
-    await admin.query(`INSERT INTO "${schema}".idempotency_schema_migrations (version) VALUES (3)`);
+    await admin.query(`INSERT INTO "${schema}".idempotency_schema_migrations (version) VALUES (4)`);
     await assert.rejects(open({ schema }), UnsupportedIdempotencySchema);
   });
 
@@ -231,7 +231,9 @@ describe('PostgresIdempotencyStore without its database', () => {
 
   it('fails instead of hanging when the database stops answering', { timeout: 10_000 }, async () => {
     const { relay, url } = await Relay.start(TEST_DATABASE_URL);
-    const store = await open({ connectionString: url, pool: { max: 1 }, statementTimeoutMs: 100 });
+    const schema = newSchema();
+    await (await open({ schema })).close(); // migrated first: the migration itself needs more than 100 ms
+    const store = await open({ connectionString: url, schema, pool: { max: 1 }, statementTimeoutMs: 100 });
     try {
       relay.cut('silent');
       assert.equal(await store.healthy(), false);

@@ -1,6 +1,7 @@
-import { redactUrl, SQL_IDENTIFIER } from '@m2m/common';
+import { encodeUsageEvent, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import { StoreRequestError } from '../stores/outage.js';
+import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import {
   claimExpiresAt,
   IdempotencyStoreClosed,
@@ -87,6 +88,16 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
   (s) => `
     ALTER TABLE ${s}.idempotency_keys ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0;
     CREATE SEQUENCE IF NOT EXISTS ${s}.idempotency_fence;`,
+  // The usage outbox: an event commits in the statement that completes the record it meters.
+  (s) => `
+    CREATE TABLE IF NOT EXISTS ${s}.usage_outbox (
+      seq        bigserial PRIMARY KEY,
+      event      text      NOT NULL, -- the encoded UsageEvent
+      created_at bigint    NOT NULL, -- ms since epoch
+      sent_at    bigint              -- NULL until its delivery was acknowledged
+    );
+    CREATE INDEX IF NOT EXISTS usage_outbox_unsent ON ${s}.usage_outbox (seq) WHERE sent_at IS NULL;
+    CREATE INDEX IF NOT EXISTS usage_outbox_sent ON ${s}.usage_outbox (sent_at) WHERE sent_at IS NOT NULL;`,
 ];
 
 interface RecordRow {
@@ -114,6 +125,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly #options: ResolvedStoreOptions;
   readonly #table: string;
   readonly #fence: string;
+  readonly #outbox: string;
   readonly #now: () => Promise<number>;
   #closing: Promise<void> | undefined;
 
@@ -121,6 +133,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     this.#pool = pool;
     this.#table = `${quoteIdentifier(schema)}.idempotency_keys`;
     this.#fence = `${quoteIdentifier(schema)}.idempotency_fence`;
+    this.#outbox = `${quoteIdentifier(schema)}.usage_outbox`;
     this.#options = options;
     this.#now =
       clock === 'database'
@@ -239,15 +252,74 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     return leaseOutcome(result.rowCount);
   }
 
-  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+  async complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome> {
     this.#assertOpen();
     const now = await this.#now();
+    const complete = `UPDATE ${this.#table} SET locked_until = $4, expires_at = $5, status = $6, headers = $7, body = $8
+       WHERE client_id = $1 AND key = $2 AND fence = $3 AND status IS NULL`;
+    const params: unknown[] = [clientId, key, token, now, now + this.#options.retentionMs, response.status, JSON.stringify(response.headers), Buffer.from(response.body, 'utf8')];
+    if (!usage) return leaseOutcome((await this.#pool.query(complete, params)).rowCount);
+    // One statement is one transaction: the event is written exactly when the completion is.
     const result = await this.#pool.query(
-      `UPDATE ${this.#table} SET locked_until = $4, expires_at = $5, status = $6, headers = $7, body = $8
-       WHERE client_id = $1 AND key = $2 AND fence = $3 AND status IS NULL`,
-      [clientId, key, token, now, now + this.#options.retentionMs, response.status, JSON.stringify(response.headers), Buffer.from(response.body, 'utf8')],
+      `WITH completed AS (${complete} RETURNING 1)
+       INSERT INTO ${this.#outbox} (event, created_at) SELECT $9, $4 FROM completed`,
+      [...params, encodeUsageEvent(usage)],
     );
     return leaseOutcome(result.rowCount);
+  }
+
+  async append(event: UsageEvent): Promise<void> {
+    this.#assertOpen();
+    await this.#pool.query(`INSERT INTO ${this.#outbox} (event, created_at) VALUES ($1, $2)`, [encodeUsageEvent(event), await this.#now()]);
+  }
+
+  async relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
+    this.#assertOpen();
+    const client = await this.#pool.connect();
+    let failure: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      // The rows stay locked until COMMIT: another replica's relay skips them, and a relay
+      // that dies before marking them (its connection drops) leaves them unsent.
+      const { rows } = await client.query<{ seq: string; event: string }>(
+        `SELECT seq, event FROM ${this.#outbox} WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        [limit],
+      );
+      const events = rows.map((row) => JSON.parse(row.event) as UsageEvent);
+      const delivered = events.length === 0 ? new Set<string>() : await deliver(events);
+      const sent = rows.filter((_, index) => delivered.has(events[index]!.id)).map((row) => row.seq);
+      if (sent.length > 0) await client.query(`UPDATE ${this.#outbox} SET sent_at = $2 WHERE seq = ANY($1::bigint[])`, [sent, await this.#now()]);
+      await client.query('COMMIT');
+      return { claimed: rows.length, delivered: sent.length };
+    } catch (error) {
+      failure = error as Error;
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      // A connection whose transaction failed is not handed out again.
+      client.release(failure);
+    }
+  }
+
+  async backlog(): Promise<OutboxBacklog> {
+    this.#assertOpen();
+    const [{ rows }, now] = await Promise.all([
+      this.#pool.query<{ count: string; oldest: string | null }>(`SELECT count(*) AS count, min(created_at) AS oldest FROM ${this.#outbox} WHERE sent_at IS NULL`),
+      this.#now(),
+    ]);
+    const oldest = rows[0]?.oldest;
+    return { count: Number(rows[0]?.count ?? 0), oldestAgeMs: oldest == null ? undefined : Math.max(0, now - Number(oldest)) };
+  }
+
+  async purgeSent(batchSize?: number): Promise<number> {
+    this.#assertOpen();
+    const limit = resolveBatchSize(batchSize);
+    const result = await this.#pool.query(
+      `DELETE FROM ${this.#outbox}
+       WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${this.#outbox} WHERE sent_at IS NOT NULL AND sent_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+      [(await this.#now()) - this.#options.outboxRetentionMs, limit],
+    );
+    return result.rowCount ?? 0;
   }
 
   async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {

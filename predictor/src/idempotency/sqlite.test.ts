@@ -182,7 +182,7 @@ describe('SqliteIdempotencyStore schema', () => {
     const db = new Database(path, { readonly: true });
     try {
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-      assert.equal(db.pragma('user_version', { simple: true }), 2);
+      assert.equal(db.pragma('user_version', { simple: true }), 3);
       const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idempotency_keys'").pluck().all();
       assert.ok(indexes.includes('idempotency_keys_expires_at'));
     } finally {
@@ -237,7 +237,7 @@ describe('SqliteIdempotencyStore schema', () => {
     const path = newPath();
     await SqliteIdempotencyStore.open(path).close();
     const db = new Database(path);
-    db.pragma('user_version = 3');
+    db.pragma('user_version = 4');
     db.close();
     assert.throws(() => SqliteIdempotencyStore.open(path), UnsupportedIdempotencySchema);
   });

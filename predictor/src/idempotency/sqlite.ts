@@ -1,6 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { encodeUsageEvent, type UsageEvent } from '@m2m/common';
 import Database from 'better-sqlite3';
+import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import {
   claimExpiresAt,
   IdempotencyStoreClosed,
@@ -54,6 +56,15 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE idempotency_keys ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
    CREATE TABLE IF NOT EXISTS idempotency_fence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
    INSERT OR IGNORE INTO idempotency_fence (id, last) VALUES (1, 0);`,
+  // The usage outbox: an event commits in the transaction of the completion it meters.
+  `CREATE TABLE IF NOT EXISTS usage_outbox (
+     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+     event      TEXT    NOT NULL, -- the encoded UsageEvent
+     created_at INTEGER NOT NULL, -- ms since epoch
+     sent_at    INTEGER           -- NULL until its delivery was acknowledged
+   );
+   CREATE INDEX IF NOT EXISTS usage_outbox_unsent ON usage_outbox (seq) WHERE sent_at IS NULL;
+   CREATE INDEX IF NOT EXISTS usage_outbox_sent ON usage_outbox (sent_at) WHERE sent_at IS NOT NULL;`,
 ];
 
 interface RecordRow {
@@ -114,6 +125,14 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #countExpired: Database.Statement<{ now: number }, { expired: number }>;
   readonly #ping: Database.Statement<[], unknown>;
   readonly #claimTransaction: (clientId: string, key: string, fingerprint: string, now: number) => ClaimResult;
+  readonly #completeTransaction: (params: CompleteParams, usage: UsageEvent | undefined) => number;
+  readonly #appendEvent: Database.Statement<{ event: string; now: number }>;
+  readonly #unsentEvents: Database.Statement<{ limit: number }, { seq: number; event: string }>;
+  readonly #markSent: (seqs: number[], now: number) => void;
+  readonly #backlog: Database.Statement<[], { count: number; oldest: number | null }>;
+  readonly #purgeSent: Database.Statement<{ cutoff: number; limit: number }>;
+  /** One relay at a time in this process; processes sharing the file may deliver an event twice, which consumers absorb. */
+  #relaying: Promise<unknown> = Promise.resolve();
 
   private constructor(db: Database.Database, options: ResolvedStoreOptions) {
     this.#db = db;
@@ -150,6 +169,21 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       'DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= @now LIMIT @limit)',
     );
     this.#countExpired = db.prepare('SELECT count(*) AS expired FROM idempotency_keys WHERE expires_at <= @now');
+    this.#appendEvent = db.prepare('INSERT INTO usage_outbox (event, created_at) VALUES (@event, @now)');
+    this.#completeTransaction = db.transaction((params: CompleteParams, usage: UsageEvent | undefined) => {
+      const { changes } = this.#complete.run(params);
+      if (changes === 1 && usage) this.#appendEvent.run({ event: encodeUsageEvent(usage), now: params.now });
+      return changes;
+    });
+    this.#unsentEvents = db.prepare('SELECT seq, event FROM usage_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT @limit');
+    const markOne = db.prepare<{ seq: number; now: number }>('UPDATE usage_outbox SET sent_at = @now WHERE seq = @seq');
+    this.#markSent = db.transaction((seqs: number[], now: number) => {
+      for (const seq of seqs) markOne.run({ seq, now });
+    });
+    this.#backlog = db.prepare('SELECT count(*) AS count, min(created_at) AS oldest FROM usage_outbox WHERE sent_at IS NULL');
+    this.#purgeSent = db.prepare(
+      'DELETE FROM usage_outbox WHERE seq IN (SELECT seq FROM usage_outbox WHERE sent_at IS NOT NULL AND sent_at <= @cutoff LIMIT @limit)',
+    );
     // Reads the table, not just the connection: a missing or unreadable file shows here.
     this.#ping = db.prepare('SELECT 1 FROM idempotency_keys LIMIT 1');
 
@@ -208,21 +242,43 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return outcome(this.#renew.run({ clientId, key, token, lockedUntil: now + this.#options.leaseMs, expiresAt: claimExpiresAt(now, this.#options) }).changes);
   }
 
-  async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+  async complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome> {
     this.#assertOpen();
     const now = this.#options.now();
-    return outcome(
-      this.#complete.run({
-        clientId,
-        key,
-        token,
-        now,
-        expiresAt: now + this.#options.retentionMs,
-        status: response.status,
-        headers: JSON.stringify(response.headers),
-        body: response.body,
-      }).changes,
-    );
+    const params = { clientId, key, token, now, expiresAt: now + this.#options.retentionMs, status: response.status, headers: JSON.stringify(response.headers), body: response.body };
+    return outcome(this.#completeTransaction(params, usage));
+  }
+
+  async append(event: UsageEvent): Promise<void> {
+    this.#assertOpen();
+    this.#appendEvent.run({ event: encodeUsageEvent(event), now: this.#options.now() });
+  }
+
+  relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
+    const round = this.#relaying.then(async () => {
+      this.#assertOpen();
+      // Read, deliver, then mark in a short transaction: holding SQLite's one write lock
+      // while a broker answers would stall every request's claim meanwhile.
+      const rows = this.#unsentEvents.all({ limit });
+      const events = rows.map((row) => JSON.parse(row.event) as UsageEvent);
+      const delivered = await deliver(events);
+      const sent = rows.filter((_, index) => delivered.has(events[index]!.id)).map((row) => row.seq);
+      if (sent.length > 0) this.#markSent(sent, this.#options.now());
+      return { claimed: rows.length, delivered: sent.length };
+    });
+    this.#relaying = round.catch(() => {});
+    return round;
+  }
+
+  async backlog(): Promise<OutboxBacklog> {
+    this.#assertOpen();
+    const { count, oldest } = this.#backlog.get()!;
+    return { count, oldestAgeMs: oldest === null ? undefined : Math.max(0, this.#options.now() - oldest) };
+  }
+
+  async purgeSent(batchSize?: number): Promise<number> {
+    this.#assertOpen();
+    return this.#purgeSent.run({ cutoff: this.#options.now() - this.#options.outboxRetentionMs, limit: resolveBatchSize(batchSize) }).changes;
   }
 
   async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {

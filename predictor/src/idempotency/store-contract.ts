@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import type { UsageEvent } from '@m2m/common';
 import { IdempotencyStoreClosed, type IdempotencyStore, type StoredResponse } from './store.js';
 
 /**
@@ -29,6 +30,7 @@ export class ManualClock {
 
 export interface ContractStoreOptions {
   retentionMs: number;
+  outboxRetentionMs?: number;
   leaseMs: number;
   now: () => number;
 }
@@ -290,6 +292,97 @@ export function describeIdempotencyStoreContract(name: string, createStore: Stor
       const results = await Promise.all(Array.from({ length: 200 }, () => store.claim('client-a', 'key-1', 'fp-1')));
       assert.equal(results.filter((result) => result.outcome === 'claimed').length, 1);
       assert.equal(results.filter((result) => result.outcome === 'in-flight').length, 199);
+    });
+
+    const usage = (id: string): UsageEvent => ({
+      id,
+      type: 'prediction.executed',
+      clientId: 'client-a',
+      plan: 'standard',
+      credential: { method: 'bearer-jwt', id: 'kid-1' },
+      rows: 2,
+      modelId: 'iris-softmax@1',
+      idempotencyKey: 'key-1',
+      occurredAt: new Date(START_MS).toISOString(),
+    });
+    /** A relay round that delivers everything it is given (or only `accept`), recording what it saw. */
+    const deliverAll = (seen: string[], accept?: (id: string) => boolean) => async (events: UsageEvent[]) => {
+      seen.push(...events.map((event) => event.id));
+      return new Set(events.map((event) => event.id).filter((id) => accept?.(id) ?? true));
+    };
+
+    it('puts the usage event of a completion in the outbox with it, and relays it once', async () => {
+      const store = await newStore();
+      const token = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-a', 'key-1', token, RESPONSE, usage('pred_1')), 'ok');
+      assert.deepEqual(await store.backlog(), { count: 1, oldestAgeMs: 0 });
+      const seen: string[] = [];
+      const delivered: UsageEvent[] = [];
+      assert.deepEqual(await store.relay(10, async (events) => (delivered.push(...events), deliverAll(seen)(events))), { claimed: 1, delivered: 1 });
+      assert.deepEqual(delivered, [usage('pred_1')], 'the event comes out as it went in');
+      assert.deepEqual(await store.relay(10, deliverAll(seen)), { claimed: 0, delivered: 0 });
+      assert.deepEqual(seen, ['pred_1']);
+      assert.deepEqual(await store.backlog(), { count: 0, oldestAgeMs: undefined });
+    });
+
+    it('writes no event for a completion whose lease was lost', async () => {
+      const store = await newStore();
+      const stale = await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      clock.advance(LEASE_MS);
+      await claimToken(store, 'client-a', 'key-1', 'fp-1');
+      assert.equal(await store.complete('client-a', 'key-1', stale, RESPONSE, usage('pred_stale')), 'lost');
+      assert.equal((await store.backlog()).count, 0);
+    });
+
+    it('appends the event of a request without a key alone, and relays in the order written', async () => {
+      const store = await newStore();
+      await store.append(usage('pred_a'));
+      clock.advance(1_500);
+      await store.append(usage('pred_b'));
+      await store.complete('client-a', 'key-1', await claimToken(store, 'client-a', 'key-1', 'fp-1'), RESPONSE, usage('pred_c'));
+      assert.deepEqual(await store.backlog(), { count: 3, oldestAgeMs: 1_500 });
+      const seen: string[] = [];
+      await store.relay(2, deliverAll(seen));
+      await store.relay(2, deliverAll(seen));
+      assert.deepEqual(seen, ['pred_a', 'pred_b', 'pred_c']);
+    });
+
+    it('marks sent only what was delivered: the rest, or all when delivery fails, is relayed again', async () => {
+      const store = await newStore();
+      for (const id of ['pred_1', 'pred_2', 'pred_3']) await store.append(usage(id));
+      const seen: string[] = [];
+      assert.deepEqual(await store.relay(10, deliverAll(seen, (id) => id !== 'pred_2')), { claimed: 3, delivered: 2 });
+      await assert.rejects(store.relay(10, async () => Promise.reject(new Error('broker down'))), /broker down/);
+      assert.deepEqual(await store.relay(10, deliverAll(seen)), { claimed: 1, delivered: 1 });
+      assert.deepEqual(seen, ['pred_1', 'pred_2', 'pred_3', 'pred_2']);
+    });
+
+    it('never hands one event to two relays running at once', async () => {
+      const store = await newStore();
+      for (let index = 0; index < 20; index += 1) await store.append(usage(`pred_${index}`));
+      const seen: string[] = [];
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const slow = store.relay(10, async (events) => (await gate, deliverAll(seen)(events)));
+      const fast = store.relay(10, deliverAll(seen));
+      release();
+      await Promise.all([slow, fast]);
+      await store.relay(20, deliverAll(seen));
+      assert.equal(seen.length, 20, `each once: ${seen.join(' ')}`);
+      assert.equal(new Set(seen).size, 20);
+    });
+
+    it('purges sent events after the outbox retention, never unsent ones', async () => {
+      const store = await newStore({ outboxRetentionMs: 60_000 });
+      await store.append(usage('pred_sent'));
+      await store.append(usage('pred_kept'));
+      await store.relay(10, deliverAll([], (id) => id === 'pred_sent'));
+      clock.advance(60_000 - 1);
+      assert.equal(await store.purgeSent(), 0);
+      clock.advance(1);
+      assert.equal(await store.purgeSent(), 1);
+      assert.equal(await store.purgeSent(), 0);
+      assert.equal((await store.backlog()).count, 1);
     });
 
     it('is healthy until closed, then refuses to be used', async () => {

@@ -3,6 +3,9 @@
  * guarantee, whatever keeps the records (memory, SQLite, PostgreSQL).
  */
 
+import type { UsageEvent } from '@m2m/common';
+import { DEFAULT_OUTBOX_RETENTION_MS, type UsageOutbox } from '../usage/outbox.js';
+
 export interface StoredResponse {
   status: number;
   /** Only headers worth replaying, lower-case names, e.g. content-type. */
@@ -28,15 +31,19 @@ export type ClaimResult =
 /** What a lease holder learns from `renew`, `complete` or `release`: `lost` when its token is no longer the record's. */
 export type LeaseOutcome = 'ok' | 'lost';
 
-export interface IdempotencyStore {
+/** Every store is also the usage outbox: a completion and its usage event commit together. */
+export interface IdempotencyStore extends UsageOutbox {
   /** How long a claim holds without renewal (ms); its holder renews well inside it. */
   readonly leaseMs: number;
   /** Atomic: of N concurrent claims of one (clientId, key), exactly one gets 'claimed' until it completes, releases or its lease runs out unrenewed. */
   claim(clientId: string, key: string, fingerprint: string): Promise<ClaimResult>;
   /** Extends the lease by the lease duration from now, if `token` still holds it. */
   renew(clientId: string, key: string, token: number): Promise<LeaseOutcome>;
-  /** Stores the response for the retention period, if `token` still holds the lease; one compare-and-set. */
-  complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome>;
+  /**
+   * Stores the response for the retention period, if `token` still holds the lease; one
+   * compare-and-set. `usage` goes into the outbox in the same transaction, or not at all.
+   */
+  complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome>;
   /** Forgets the claim without storing anything (validation failure, 429, 5xx) so the key can be retried, if `token` still holds it. */
   release(clientId: string, key: string, token: number): Promise<LeaseOutcome>;
   /** Deletes expired records, at most `batchSize` per call; returns how many. */
@@ -51,6 +58,8 @@ export interface IdempotencyStore {
 export interface IdempotencyStoreOptions {
   /** How long a completed response is kept (ms). Default 24 h. */
   retentionMs?: number;
+  /** How long a sent usage event stays in the outbox (ms). Default 1 h. */
+  outboxRetentionMs?: number;
   /**
    * How long a claim blocks others without being renewed (ms). The holder renews it while it
    * runs, so this bounds how soon a crashed holder's key can be taken over. Default 5 000.
@@ -82,15 +91,17 @@ export class UnsupportedIdempotencySchema extends Error {
 
 export interface ResolvedStoreOptions {
   retentionMs: number;
+  outboxRetentionMs: number;
   leaseMs: number;
   now: () => number;
 }
 
 export function resolveStoreOptions(options: IdempotencyStoreOptions): ResolvedStoreOptions {
-  const { retentionMs = DEFAULT_RETENTION_MS, leaseMs = DEFAULT_LEASE_MS, now = Date.now } = options;
+  const { retentionMs = DEFAULT_RETENTION_MS, outboxRetentionMs = DEFAULT_OUTBOX_RETENTION_MS, leaseMs = DEFAULT_LEASE_MS, now = Date.now } = options;
   assertPositive('retentionMs', retentionMs);
+  assertPositive('outboxRetentionMs', outboxRetentionMs);
   assertPositive('leaseMs', leaseMs);
-  return { retentionMs, leaseMs, now };
+  return { retentionMs, outboxRetentionMs, leaseMs, now };
 }
 
 export function resolveBatchSize(batchSize = DEFAULT_PURGE_BATCH_SIZE): number {

@@ -1,9 +1,10 @@
-import type { Logger } from '@m2m/common';
+import type { Logger, UsageEvent } from '@m2m/common';
 import type { Metrics } from '../http/metrics.js';
 import { HttpProblem, StoreUnavailable } from '../http/problems.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import type { ClaimResult, IdempotencyStore, IdempotencyStoreOptions, LeaseOutcome, StoredResponse } from '../idempotency/store.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
+import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import type { Plan } from '../limits/plans.js';
 import type { RateLimitDecision, RateLimiter } from '../limits/rate-limiter.js';
 import { describeStoreError, isOutage, type OutageClassifier } from './outage.js';
@@ -275,9 +276,35 @@ export class GuardedIdempotencyStore implements IdempotencyStore {
     return this.#onLease(clientId, key, token, (store) => store.renew(clientId, key, token), 'keeps');
   }
 
-  complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+  complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome> {
     // A completion that failed keeps the lease known here, so that its holder can still release it.
-    return this.#onLease(clientId, key, token, (store) => store.complete(clientId, key, token, response), 'ends-if-answered');
+    return this.#onLease(clientId, key, token, (store) => store.complete(clientId, key, token, response, usage), 'ends-if-answered');
+  }
+
+  /** Under `degrade`, into this replica's memory while the shared store is down (lost if the replica dies before relaying it). */
+  append(event: UsageEvent): Promise<void> {
+    return this.guard.use(
+      () => this.primary.append(event),
+      () => this.#fallback.append(event),
+    );
+  }
+
+  /** This replica's own events (from an outage) first; then the shared outbox, which fails while it is down. */
+  async relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
+    const own = await this.#fallback.relay(limit, deliver);
+    const shared = await this.primary.relay(limit, deliver);
+    return { claimed: own.claimed + shared.claimed, delivered: own.delivered + shared.delivered };
+  }
+
+  async backlog(): Promise<OutboxBacklog> {
+    const [own, shared] = await Promise.all([this.#fallback.backlog(), this.primary.backlog()]);
+    const ages = [own.oldestAgeMs, shared.oldestAgeMs].filter((age): age is number => age !== undefined);
+    return { count: own.count + shared.count, oldestAgeMs: ages.length === 0 ? undefined : Math.max(...ages) };
+  }
+
+  async purgeSent(batchSize?: number): Promise<number> {
+    const [own, shared] = await Promise.all([this.#fallback.purgeSent(batchSize), this.primary.purgeSent(batchSize)]);
+    return own + shared;
   }
 
   release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
