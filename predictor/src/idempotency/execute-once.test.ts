@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it, mock } from 'node:test';
-import { createLogger } from '@m2m/common';
+import { createLogger, type UsageEvent } from '@m2m/common';
 import { createMetrics } from '../http/metrics.js';
 import { IdempotencyLeaseLost, StoreUnavailable } from '../http/problems.js';
-import { executeOnce, type IdempotencyOutcome } from './execute-once.js';
+import { executeOnce, type Execution, type IdempotencyOutcome } from './execute-once.js';
 import { MemoryIdempotencyStore } from './memory.js';
 import type { IdempotencyStore, LeaseOutcome, StoredResponse } from './store.js';
 import { LEASE_MS, ManualClock } from './store-contract.js';
 
 const SCOPE = { clientId: 'client-a', key: 'key-1', fingerprint: 'fp-1' };
 const answer = (id: string): StoredResponse => ({ status: 200, headers: { 'content-type': 'application/json' }, body: `{"id":"${id}"}` });
+/** An execution as the predict route returns it (no usage event: the outbox has tests of its own). */
+const executed = (id: string): Execution => ({ response: answer(id) });
 
 function setup(store: IdempotencyStore) {
   const outcomes: IdempotencyOutcome[] = [];
@@ -24,9 +26,9 @@ class FailingCompletions extends MemoryIdempotencyStore {
   failing = true;
   releases = 0;
 
-  override async complete(clientId: string, key: string, token: number, response: StoredResponse): Promise<LeaseOutcome> {
+  override async complete(clientId: string, key: string, token: number, response: StoredResponse, usage?: UsageEvent): Promise<LeaseOutcome> {
     if (this.failing) throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
-    return super.complete(clientId, key, token, response);
+    return super.complete(clientId, key, token, response, usage);
   }
 
   override async release(clientId: string, key: string, token: number): Promise<LeaseOutcome> {
@@ -40,14 +42,14 @@ describe('executeOnce: commit or refuse', () => {
     const store = new FailingCompletions({ now: new ManualClock().now });
     const { deps, outcomes } = setup(store);
     await assert.rejects(
-      executeOnce(deps, SCOPE, async () => answer('pred_first')),
+      executeOnce(deps, SCOPE, async () => executed('pred_first')),
       (error: unknown) => error instanceof StoreUnavailable && error.status === 503 && error.headers['retry-after'] === '1',
     );
     assert.deepEqual(outcomes, ['refused']);
     assert.equal(store.releases, 1, 'the lease was released, so the retry need not wait for it to run out');
 
     store.failing = false;
-    const retried = await executeOnce(deps, SCOPE, async () => answer('pred_second'));
+    const retried = await executeOnce(deps, SCOPE, async () => executed('pred_second'));
     assert.deepEqual(retried, { response: answer('pred_second'), replayed: false });
     const replay = await executeOnce(deps, SCOPE, async () => assert.fail('a completed key never executes again'));
     assert.deepEqual(replay, { response: answer('pred_second'), replayed: true }, 'the replay is the answer the client was sent, the only one');
@@ -64,9 +66,9 @@ describe('executeOnce: commit or refuse', () => {
     await assert.rejects(
       executeOnce(deps, SCOPE, async () => {
         clock.advance(LEASE_MS); // stalled (e.g. a GC pause, a frozen VM) past its lease, without renewing
-        successorAnswer = executeOnce(successor.deps, SCOPE, async () => answer('pred_successor'));
+        successorAnswer = executeOnce(successor.deps, SCOPE, async () => executed('pred_successor'));
         await successorAnswer;
-        return answer('pred_stalled');
+        return executed('pred_stalled');
       }),
       IdempotencyLeaseLost,
     );
@@ -94,7 +96,7 @@ describe('executeOnce: the lease is renewed while the model runs', () => {
     const store = new MemoryIdempotencyStore({ now: clock.now });
     const { deps, outcomes } = setup(store);
     let finish!: () => void;
-    const running = executeOnce(deps, SCOPE, () => new Promise<StoredResponse>((resolve) => (finish = () => resolve(answer('pred_long')))));
+    const running = executeOnce(deps, SCOPE, () => new Promise<Execution>((resolve) => (finish = () => resolve(executed('pred_long')))));
     await Promise.resolve();
     for (let beat = 0; beat < 9; beat += 1) {
       clock.advance(LEASE_MS / 3);
@@ -115,7 +117,7 @@ describe('executeOnce: the lease is renewed while the model runs', () => {
     const store = new MemoryIdempotencyStore({ now: clock.now });
     const { deps, outcomes } = setup(store);
     let finish!: () => void;
-    const running = executeOnce(deps, SCOPE, () => new Promise<StoredResponse>((resolve) => (finish = () => resolve(answer('pred_late')))));
+    const running = executeOnce(deps, SCOPE, () => new Promise<Execution>((resolve) => (finish = () => resolve(executed('pred_late')))));
     await Promise.resolve();
     clock.advance(LEASE_MS);
     const takeOver = await store.claim(SCOPE.clientId, SCOPE.key, SCOPE.fingerprint);

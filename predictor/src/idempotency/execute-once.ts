@@ -1,4 +1,4 @@
-import type { Logger } from '@m2m/common';
+import type { Logger, UsageEvent } from '@m2m/common';
 import type { Metrics } from '../http/metrics.js';
 import { HttpProblem, IdempotencyKeyInFlight, IdempotencyKeyReused, IdempotencyLeaseLost, StoreUnavailable } from '../http/problems.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
@@ -9,6 +9,12 @@ import type { IdempotencyStore, StoredResponse } from './store.js';
  * - `lease_lost`: another attempt took the key over while this one ran; its result was dropped (503).
  */
 export type IdempotencyOutcome = 'executed' | 'replayed' | 'in_flight' | 'mismatch' | 'released' | 'refused' | 'lease_lost';
+
+/** What one execution produced: the response, and the usage event that meters it (none for an error). */
+export interface Execution {
+  response: StoredResponse;
+  usage?: UsageEvent | undefined;
+}
 
 /** What the caller sends: the stored response on a replay, else the one `execute` just produced. */
 export interface IdempotentResult {
@@ -43,7 +49,7 @@ export interface ExecuteOnceDeps {
 export async function executeOnce(
   deps: ExecuteOnceDeps,
   scope: { clientId: string; key: string; fingerprint: string },
-  execute: () => Promise<StoredResponse>,
+  execute: () => Promise<Execution>,
 ): Promise<IdempotentResult> {
   const { store } = deps;
   const record = (outcome: IdempotencyOutcome) => {
@@ -73,8 +79,9 @@ export async function executeOnce(
     record('released');
   };
   let response: StoredResponse;
+  let usage: UsageEvent | undefined;
   try {
-    response = await execute();
+    ({ response, usage } = await execute());
   } catch (error) {
     await lease.stop();
     await release();
@@ -96,7 +103,8 @@ export async function executeOnce(
   if (lease.lost) throw await leaseLost();
   let stored: Awaited<ReturnType<IdempotencyStore['complete']>>;
   try {
-    stored = await store.complete(scope.clientId, scope.key, claim.token, response);
+    // The usage event commits with the completion: metered exactly when the answer is stored.
+    stored = await store.complete(scope.clientId, scope.key, claim.token, response, usage);
   } catch (error) {
     // Release if the store answers, so the retry need not wait for the lease to run out; not
     // awaited, so a silent store does not hold the 503 back for another timeout. If the

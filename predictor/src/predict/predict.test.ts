@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { createLogger } from '@m2m/common';
+import { createLogger, type UsageEvent } from '@m2m/common';
 import { buildApp } from '../app.js';
 import { MemoryApiKeyStore } from '../auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier, newApiKey } from '../auth/api-keys.js';
 import type { Principal } from '../auth/principal.js';
 import { createMetrics } from '../http/metrics.js';
+import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import { loadIrisModel, type IrisModel } from '../model/index.js';
 import { testDeps } from '../testing/test-app.js';
@@ -276,5 +277,52 @@ describe('observability', () => {
     }
     const all = lines.join('\n');
     for (const secret of [secretCookie, 'nobody-token-secret-value', apiKey, apiKey.slice('m2mk_'.length + 17)]) assert.ok(!all.includes(secret), `log leaks ${secret.slice(0, 12)}…`);
+  });
+});
+
+describe('usage metering on POST /v1/predict', () => {
+  /** Everything in the outbox, relayed once (and so marked sent). */
+  async function drain(store: MemoryIdempotencyStore): Promise<UsageEvent[]> {
+    const events: UsageEvent[] = [];
+    await store.relay(1_000, async (batch) => (events.push(...batch), new Set(batch.map((event) => event.id))));
+    return events;
+  }
+
+  it('meters each executed prediction once, with or without a key, and never a replay, a 409 or a 429', async () => {
+    const store = new MemoryIdempotencyStore();
+    const { predict } = setup({ idempotencyStore: store });
+    const keyed = await predict('standard', { key: 'order-1', body: { inputs: [ROW, ROW] } });
+    const body = (await keyed.json()) as { id: string };
+    await predict('standard', { key: 'order-1', body: { inputs: [ROW, ROW] } });
+    const unkeyed = (await (await predict('free')).json()) as { id: string };
+    for (let index = 0; index < 10; index += 1) await predict('free'); // the free burst is 6: the rest are 429
+    const events = await drain(store);
+    assert.equal(events.length, 1 + 6, "the keyed one, and the free burst of 6");
+    assert.deepEqual(
+      { ...events[0], occurredAt: undefined },
+      {
+        id: body.id,
+        type: 'prediction.executed',
+        clientId: 'demo-caller',
+        plan: 'standard',
+        credential: { method: 'bearer-jwt', id: undefined },
+        rows: 2,
+        modelId: loadIrisModel().id,
+        idempotencyKey: 'order-1',
+        occurredAt: undefined,
+      },
+    );
+    assert.equal(events[1]?.id, unkeyed.id);
+    assert.equal(events[1]?.idempotencyKey, undefined);
+  });
+
+  it('answers 503, and not the prediction, when the event of a request without a key cannot be written', async () => {
+    const store = new MemoryIdempotencyStore();
+    store.append = async () => Promise.reject(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' }));
+    const { predict } = setup({ idempotencyStore: store });
+    const response = await predict('standard');
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get('retry-after'), '1');
+    assert.equal(((await response.json()) as { id?: string }).id, undefined);
   });
 });

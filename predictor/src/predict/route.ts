@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Logger } from '@m2m/common';
+import { USAGE_EVENT_TYPE, type Logger, type UsageEvent } from '@m2m/common';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { AppEnv } from '../http/app-env.js';
 import { readJsonBody } from '../http/json-body.js';
 import type { Metrics } from '../http/metrics.js';
-import { IdempotencyKeyRequired, InvalidIdempotencyKey } from '../http/problems.js';
-import { executeOnce } from '../idempotency/execute-once.js';
+import { HttpProblem, IdempotencyKeyRequired, InvalidIdempotencyKey, StoreUnavailable } from '../http/problems.js';
+import { executeOnce, type Execution } from '../idempotency/execute-once.js';
 import { fingerprint, parseIdempotencyKeyHeader } from '../idempotency/fingerprint.js';
 import type { IdempotencyStore, StoredResponse } from '../idempotency/store.js';
 import { chargeRateLimit, type RateLimitDeps } from '../limits/middleware.js';
@@ -36,13 +36,36 @@ export interface PredictHandlerDeps extends RateLimitDeps {
  * and the model runs only for the holder of the claim.
  */
 export function predictHandler(deps: PredictHandlerDeps) {
-  const run = async (c: Context<AppEnv>, request: PredictRequest): Promise<StoredResponse> => {
+  const run = async (c: Context<AppEnv>, request: PredictRequest, key: string | undefined): Promise<Execution> => {
     await chargeRateLimit(c, deps);
     if (deps.simulatedInferenceMs > 0) await sleep(deps.simulatedInferenceMs);
     const predictions = deps.model.predict(request.inputs);
     deps.metrics.predictions.inc();
-    const body = JSON.stringify({ id: deps.newPredictionId(), model: deps.model.id, created: Math.floor(deps.now() / 1000), predictions });
-    return { status: 200, headers: { 'content-type': JSON_CONTENT_TYPE }, body };
+    const id = deps.newPredictionId();
+    const now = deps.now();
+    const body = JSON.stringify({ id, model: deps.model.id, created: Math.floor(now / 1000), predictions });
+    const principal = c.get('principal')!;
+    const usage: UsageEvent = {
+      id,
+      type: USAGE_EVENT_TYPE,
+      clientId: principal.clientId,
+      plan: principal.plan,
+      credential: { method: principal.authMethod, id: principal.authMethod === 'api-key' ? principal.tokenId : principal.keyId },
+      rows: request.inputs.length,
+      modelId: deps.model.id,
+      idempotencyKey: key,
+      occurredAt: new Date(now).toISOString(),
+    };
+    return { response: { status: 200, headers: { 'content-type': JSON_CONTENT_TYPE }, body }, usage };
+  };
+
+  /** Without a key: metered in a transaction of its own before the answer goes out, or refused with 503 (never sent unmetered). */
+  const runMetered = async (c: Context<AppEnv>, request: PredictRequest): Promise<StoredResponse> => {
+    const { response, usage } = await run(c, request, undefined);
+    await deps.idempotencyStore.append(usage!).catch((error: unknown) => {
+      throw error instanceof HttpProblem ? error : new StoreUnavailable('usage', { cause: error });
+    });
+    return response;
   };
 
   return async function predict(c: Context<AppEnv>) {
@@ -51,7 +74,7 @@ export function predictHandler(deps: PredictHandlerDeps) {
     if (header !== undefined && key === undefined) throw new InvalidIdempotencyKey();
     if (key === undefined && deps.requireIdempotencyKey) throw new IdempotencyKeyRequired();
     const request = parsePredictRequest(await readJsonBody(c, deps.bodyLimitBytes));
-    if (key === undefined) return send(c, await run(c, request));
+    if (key === undefined) return send(c, await runMetered(c, request));
     const { response, replayed } = await executeOnce(
       {
         store: deps.idempotencyStore,
@@ -60,7 +83,7 @@ export function predictHandler(deps: PredictHandlerDeps) {
         onOutcome: (outcome) => c.set('idempotency', outcome),
       },
       { clientId: c.get('principal')!.clientId, key, fingerprint: fingerprint('POST', '/v1/predict', JSON.stringify(request)) },
-      () => run(c, request),
+      () => run(c, request, key),
     );
     if (replayed) c.header('Idempotent-Replayed', 'true');
     return send(c, response);
