@@ -41,6 +41,26 @@ export function createMetrics(options: { collectProcessMetrics?: boolean } = {})
       help: 'Expired idempotency records deleted by the purge.',
       registers: [registry],
     }),
+    usageBacklog: new Gauge({
+      name: 'predictor_usage_outbox_backlog',
+      help: 'Usage events written but not yet acknowledged by their sink (NATS JetStream or the in-process ledger).',
+      registers: [registry],
+    }),
+    usageOldestAge: new Gauge({
+      name: 'predictor_usage_outbox_oldest_age_seconds',
+      help: 'How long the oldest unsent usage event has waited; 0 when none waits.',
+      registers: [registry],
+    }),
+    usageRelayed: new Counter({
+      name: 'predictor_usage_relayed_total',
+      help: 'Usage events relayed from the outbox and acknowledged by their sink (a repeat after a crash counts again).',
+      registers: [registry],
+    }),
+    usageRelayFailures: new Counter({
+      name: 'predictor_usage_relay_failures_total',
+      help: 'Relay rounds that failed (sink or outbox database unreachable); their events are relayed later.',
+      registers: [registry],
+    }),
     predictions: new Counter({
       name: 'predictor_model_executions_total',
       help: 'Model executions (requests that ran the model).',
