@@ -24,6 +24,8 @@ export interface Readiness {
   stores?: Record<string, string>;
   /** True while a store's failure policy serves from this replica's memory. */
   degraded?: boolean;
+  /** The usage relay: its sink, whether it delivers, and the outbox backlog. Never a reason not to serve. */
+  usage?: { sink: string; up: boolean; backlog: number; oldestAgeSeconds: number | undefined };
 }
 
 export interface PredictorDeps {
@@ -69,9 +71,9 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
-    const { notReadyReason, stores, degraded } = await deps.readiness();
+    const { notReadyReason, stores, degraded, usage } = await deps.readiness();
     if (notReadyReason) throw new NotReady(notReadyReason, stores);
-    return c.json({ status: degraded ? 'degraded' : 'ready', ...(stores ? { stores } : {}) });
+    return c.json({ status: degraded ? 'degraded' : 'ready', ...(stores ? { stores } : {}), ...(usage ? { usage } : {}) });
   });
   app.get('/metrics', async (c) => c.body(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType }));
 

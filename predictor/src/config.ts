@@ -46,6 +46,10 @@ export interface PredictorConfig {
   /** Extra time per model execution (ms): rehearsals of a crash mid-request. 0 normally. */
   simulatedInferenceMs: number;
   idempotencyRetentionMs: number;
+  /** NATS with JetStream for usage events; without it they go to the ledger in this process. */
+  natsUrl: string | undefined;
+  /** How long a sent usage event stays in the outbox (ms). */
+  usageOutboxRetentionMs: number;
   /** How often expired idempotency records are purged (each run deletes all of them, in batches). */
   idempotencyPurgeIntervalMs: number;
   /** A claim's lease: renewed every third of it while the model runs; a crashed holder's key is free after it. */
@@ -102,6 +106,8 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     degradedLimitFraction: read.integer('DEGRADED_LIMIT_PERCENT', 50, { min: 1, max: 100 }) / 100,
     simulatedInferenceMs: read.integer('SIMULATED_INFERENCE_MS', 0, { min: 0, max: 600_000 }),
     idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
+    natsUrl: read.serviceUrl('NATS_URL', ['nats:', 'tls:']),
+    usageOutboxRetentionMs: read.integer('USAGE_OUTBOX_RETENTION_SECONDS', 3_600, { min: 60, max: 30 * 86_400 }) * 1000,
     idempotencyPurgeIntervalMs: read.integer('IDEMPOTENCY_PURGE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),
     idempotencyLeaseMs: read.integer('IDEMPOTENCY_LEASE_MS', 5_000, { min: 1_000, max: 600_000 }),
     requireIdempotencyKey: read.oneOf('IDEMPOTENCY_KEY_REQUIRED', 'false', ['true', 'false']) === 'true',

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { ConfigError, createLogger, shutdownOnSignals } from '@m2m/common';
+import { UsageDatabaseUnreachable } from '@m2m/usage';
 import { buildApp } from './app.js';
 import { SqliteApiKeyStore } from './auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier } from './auth/api-keys.js';
@@ -9,6 +10,7 @@ import { loadPredictorConfig } from './config.js';
 import { createMetrics } from './http/metrics.js';
 import { loadPlansFile, PlansError } from './limits/plans.js';
 import { IdempotencyPurger } from './idempotency/purger.js';
+import { openUsagePipeline } from './usage/open.js';
 import { loadIrisModel } from './model/index.js';
 import { listen } from './server.js';
 import { openStores, StoreStartupError } from './stores/open.js';
@@ -38,10 +40,12 @@ const keys = new KeySet({
   onFetch: (outcome) => metrics.jwksFetches.inc({ outcome }),
 });
 let stores;
+let usage;
 try {
   stores = await openStores(config, { logger, metrics });
+  usage = await openUsagePipeline(config, stores.idempotencyStore, { logger, metrics });
 } catch (error) {
-  if (error instanceof StoreStartupError) {
+  if (error instanceof StoreStartupError || error instanceof UsageDatabaseUnreachable) {
     process.stderr.write(`predictor: ${error.message}\n`);
     process.exit(1);
   }
@@ -62,8 +66,8 @@ const app = buildApp({
   }),
   verifyApiKey: apiKeyStore && createApiKeyVerifier(apiKeyStore),
   readiness: async () => {
-    const { stores: storeStates, unavailable, degraded } = await stores.status();
-    return { notReadyReason: keys.ready ? unavailable : 'signing keys not loaded', stores: storeStates, degraded };
+    const [{ stores: storeStates, unavailable, degraded }, usageStatus] = await Promise.all([stores.status(), usage.relay.status()]);
+    return { notReadyReason: keys.ready ? unavailable : 'signing keys not loaded', stores: storeStates, degraded, usage: usageStatus };
   },
   plans,
   limiter,
@@ -82,6 +86,7 @@ keys.load(shutdown.signal).catch(() => {});
 
 const purger = new IdempotencyPurger({ store: idempotencyStore, logger, metrics, intervalMs: config.idempotencyPurgeIntervalMs });
 purger.start();
+usage.relay.start();
 
 // SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the stores a bounded close; exit 0, or 1 if forced.
 shutdownOnSignals({
@@ -94,6 +99,7 @@ shutdownOnSignals({
   closeSteps: {
     stores: async () => {
       await purger.stop();
+      await usage.close();
       await stores.close();
     },
     ...(apiKeyStore && { 'api-keys': () => apiKeyStore.close() }),

@@ -24,7 +24,7 @@ describe('IdempotencyPurger', () => {
     const metrics = createMetrics({ collectProcessMetrics: false });
     const purger = new IdempotencyPurger({ store, logger: quietLogger(), metrics, batchSize: 10 });
 
-    assert.deepEqual(await purger.runOnce(), { purged: 25, batches: 3, expiredLeft: 0 });
+    assert.deepEqual(await purger.runOnce(), { purged: 25, batches: 3, expiredLeft: 0, sentEventsPurged: 0 });
     assert.equal(store.size, 1);
     assert.equal(await gauge(metrics, 'predictor_idempotency_expired_records'), 0);
     assert.equal(await gauge(metrics, 'predictor_idempotency_purged_total'), 25);

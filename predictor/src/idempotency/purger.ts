@@ -18,6 +18,8 @@ export interface PurgeRun {
   batches: number;
   /** Expired records still present when the run ended; undefined for a run cut short by `stop()`. */
   expiredLeft: number | undefined;
+  /** Sent usage events deleted from the outbox (past its retention). */
+  sentEventsPurged: number;
 }
 
 /**
@@ -72,10 +74,17 @@ export class IdempotencyPurger {
       if (deleted < batchSize || this.#stopped) break;
       await yieldToRequests();
     }
-    if (this.#stopped) return { purged, batches, expiredLeft: undefined };
+    let sentEventsPurged = 0;
+    while (!this.#stopped) {
+      const deleted = await store.purgeSent(batchSize);
+      sentEventsPurged += deleted;
+      if (deleted < batchSize) break;
+      await yieldToRequests();
+    }
+    if (this.#stopped) return { purged, batches, expiredLeft: undefined, sentEventsPurged };
     const expiredLeft = await store.countExpired();
     metrics.idempotencyExpired.set(expiredLeft);
-    if (purged > 0) logger.info({ event: 'idempotency.purged', purged, batches, expiredLeft }, 'expired idempotency records purged');
-    return { purged, batches, expiredLeft };
+    if (purged > 0 || sentEventsPurged > 0) logger.info({ event: 'idempotency.purged', purged, batches, expiredLeft, sentEventsPurged }, 'expired idempotency records and sent usage events purged');
+    return { purged, batches, expiredLeft, sentEventsPurged };
   }
 }

@@ -54,7 +54,7 @@ export function redisClientOptions(): RedisOptions {
  * failure policy.
  */
 export async function openStores(config: PredictorConfig, deps: { logger: Logger; metrics: Metrics }): Promise<PredictorStores> {
-  const storeOptions: IdempotencyStoreOptions = { retentionMs: config.idempotencyRetentionMs, leaseMs: config.idempotencyLeaseMs };
+  const storeOptions: IdempotencyStoreOptions = { retentionMs: config.idempotencyRetentionMs, outboxRetentionMs: config.usageOutboxRetentionMs, leaseMs: config.idempotencyLeaseMs };
   const guards: StoreGuard[] = [];
   const guard = (store: 'rate_limiter' | 'idempotency', engine: 'redis' | 'postgres', policy: PredictorConfig['rateLimitOnStoreFailure']) => {
     const isOutage = engine === 'redis' ? isRedisOutage : isPostgresOutage;
