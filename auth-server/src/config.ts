@@ -52,7 +52,7 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     production,
     clients: readClients(read, production),
     keyPropagationSeconds: read.integer('KEY_PROPAGATION_SECONDS', 600, { min: 0, max: 86_400 }),
-    ...readAdmin(read, production),
+    ...readAdmin(read),
     databaseUrl: read.serviceUrl('DATABASE_URL', ['postgres:', 'postgresql:']),
     databaseSchema: read.identifier('DATABASE_SCHEMA', 'public'),
     stateSyncMs: read.integer('STATE_SYNC_MS', 2_000, { min: 100, max: 60_000 }),
@@ -90,10 +90,8 @@ function readClients(read: EnvReader, production: boolean): ClientRegistration[]
   return clients;
 }
 
-function readAdmin(read: EnvReader, production: boolean): Pick<AuthServerConfig, 'adminPort' | 'adminHost' | 'adminToken'> {
-  const adminToken = read.string('ADMIN_TOKEN');
-  if (adminToken !== undefined && adminToken.length < 32) throw new ConfigError('ADMIN_TOKEN must be at least 32 characters');
-  if (production && adminToken?.startsWith('dev-')) throw new ConfigError('ADMIN_TOKEN is the dev credential (dev.env); refusing to start with NODE_ENV=production');
+function readAdmin(read: EnvReader): Pick<AuthServerConfig, 'adminPort' | 'adminHost' | 'adminToken'> {
+  const adminToken = read.adminToken();
   return {
     adminToken,
     adminPort: adminToken === undefined ? undefined : read.port('ADMIN_PORT', 9001),

@@ -84,6 +84,17 @@ export class EnvReader {
     return raw as T;
   }
 
+  /**
+   * ADMIN_TOKEN: the bearer token of an admin API, undefined when unset (the API is off). At
+   * least 32 characters, and never dev.env's under NODE_ENV=production.
+   */
+  adminToken(name = 'ADMIN_TOKEN'): string | undefined {
+    const token = this.string(name);
+    if (token !== undefined && token.length < 32) throw new ConfigError(`${name} must be at least 32 characters`);
+    if (this.production && token?.startsWith('dev-')) throw new ConfigError(`${name} is the dev credential (dev.env); refusing to start with NODE_ENV=production`);
+    return token;
+  }
+
   get production(): boolean {
     return this.#env['NODE_ENV'] === 'production';
   }

@@ -46,6 +46,11 @@ export interface PredictorConfig {
   /** Extra time per model execution (ms): rehearsals of a crash mid-request. 0 normally. */
   simulatedInferenceMs: number;
   idempotencyRetentionMs: number;
+  /** The admin token of the usage endpoint (GET /v1/usage) when the ledger is in this process; undefined: off. */
+  adminToken: string | undefined;
+  /** Where that endpoint listens: loopback by default. */
+  usageAdminPort: number;
+  usageAdminHost: string;
   /** NATS with JetStream for usage events; without it they go to the ledger in this process. */
   natsUrl: string | undefined;
   /** How long a sent usage event stays in the outbox (ms). */
@@ -106,6 +111,9 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     degradedLimitFraction: read.integer('DEGRADED_LIMIT_PERCENT', 50, { min: 1, max: 100 }) / 100,
     simulatedInferenceMs: read.integer('SIMULATED_INFERENCE_MS', 0, { min: 0, max: 600_000 }),
     idempotencyRetentionMs: read.integer('IDEMPOTENCY_RETENTION_SECONDS', 86_400, { min: 60, max: 30 * 86_400 }) * 1000,
+    adminToken: read.adminToken(),
+    usageAdminPort: read.port('USAGE_ADMIN_PORT', 9002),
+    usageAdminHost: read.string('USAGE_ADMIN_HOST', '127.0.0.1'),
     natsUrl: read.serviceUrl('NATS_URL', ['nats:', 'tls:']),
     usageOutboxRetentionMs: read.integer('USAGE_OUTBOX_RETENTION_SECONDS', 3_600, { min: 60, max: 30 * 86_400 }) * 1000,
     idempotencyPurgeIntervalMs: read.integer('IDEMPOTENCY_PURGE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { ConfigError, createLogger, shutdownOnSignals } from '@m2m/common';
-import { UsageDatabaseUnreachable } from '@m2m/usage';
+import { buildUsageAdminApp, UsageDatabaseUnreachable } from '@m2m/usage';
 import { buildApp } from './app.js';
 import { SqliteApiKeyStore } from './auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier } from './auth/api-keys.js';
@@ -81,7 +81,12 @@ const app = buildApp({
 
 const shutdown = new AbortController();
 const { server, port } = await listen(app, config.port, config.host);
-logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()] }, 'listening');
+// The usage report, when the ledger is in this process and an ADMIN_TOKEN is set (loopback by default).
+const usageAdmin =
+  usage.ledger && config.adminToken
+    ? await listen(buildUsageAdminApp({ ledger: usage.ledger, adminToken: config.adminToken, logger }), config.usageAdminPort, config.usageAdminHost)
+    : undefined;
+logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port }, 'listening');
 keys.load(shutdown.signal).catch(() => {});
 
 const purger = new IdempotencyPurger({ store: idempotencyStore, logger, metrics, intervalMs: config.idempotencyPurgeIntervalMs });
@@ -90,7 +95,7 @@ usage.relay.start();
 
 // SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the stores a bounded close; exit 0, or 1 if forced.
 shutdownOnSignals({
-  listeners: { http: server },
+  listeners: { http: server, ...(usageAdmin && { 'usage-admin': usageAdmin.server }) },
   onStart: () => {
     shutdown.abort();
     void purger.stop();

@@ -9,7 +9,7 @@ import type { AppEnv } from './http/app-env.js';
  * arrive within 10 s, the whole request within 30 s, and an idle keep-alive
  * connection is closed after 5 s.
  */
-export async function listen(app: Hono<AppEnv>, port: number, host?: string): Promise<{ server: Server; port: number }> {
+export async function listen(app: Pick<Hono, 'fetch'>, port: number, host?: string): Promise<{ server: Server; port: number }> {
   const server = await new Promise<Server>((resolve, reject) => {
     const created = serve({ fetch: app.fetch, port, ...(host ? { hostname: host } : {}) }, () => resolve(created as Server)) as Server;
     created.once('error', reject);

@@ -40,6 +40,11 @@ export class UsageRelay {
     this.#options = { batchSize: 500, idleMs: 200, backoffMs: 250, maxBackoffMs: 5_000, ...options };
   }
 
+  /** Where the events go (`jetstream`, `in-process`). */
+  get sink(): string {
+    return this.#options.sink;
+  }
+
   start(): void {
     this.#loop ??= this.#run();
   }
