@@ -16,3 +16,25 @@ export { SqliteUsageLedger, UsageLedgerNotFound, type SqliteUsageLedgerOptions }
 export { PostgresUsageLedger, UsageDatabaseUnreachable, type PostgresUsageLedgerOptions } from './ledger-postgres.js';
 export { formatUsageTable, usageReport, type UsageReport } from './report.js';
 export { buildUsageAdminApp, type UsageAdminDeps } from './admin-app.js';
+export { connectNats, type NatsConnectOptions, type NatsHandle } from './jetstream/connection.js';
+export { NatsUnavailable, UsageConsumerConnectionClosed, UsagePublishFailed, UsageStreamConflict, type PublishFailureReason } from './jetstream/errors.js';
+export { JetStreamUsagePublisher, type JetStreamUsagePublisherOptions, type PublishBatchResult, type UsagePubAck } from './jetstream/publisher.js';
+export {
+  DEFAULT_DUPLICATE_WINDOW_MS,
+  DEFAULT_USAGE_MAX_AGE_MS,
+  ensureUsageStream,
+  USAGE_CONSUMER_DURABLE,
+  USAGE_STREAM,
+  usageStreamConfig,
+  usageSubjectIn,
+  type UsageStreamNames,
+  type UsageStreamOptions,
+} from './jetstream/stream.js';
+export {
+  ensureUsageConsumer,
+  newUsageConsumerStats,
+  runUsageConsumer,
+  type UsageConsumerConfig,
+  type UsageConsumerOptions,
+  type UsageConsumerStats,
+} from './jetstream/consumer.js';
