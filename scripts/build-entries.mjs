@@ -9,6 +9,8 @@ export const ENTRIES = Object.freeze([
   { name: 'admin', source: 'auth-server/src/admin-cli.ts' },
   { name: 'predictor', source: 'predictor/src/main.ts' },
   { name: 'apikey', source: 'predictor/src/apikey-cli.ts' },
+  { name: 'usage-ledger', source: 'usage/src/main.ts' },
+  { name: 'usage', source: 'usage/src/usage-cli.ts' },
   { name: 'caller', source: 'caller/src/cli/main.ts' },
   { name: 'demo', source: 'test/src/demo.ts' },
 ]);

@@ -53,6 +53,11 @@ export interface PredictorConfig {
   usageAdminHost: string;
   /** NATS with JetStream for usage events; without it they go to the ledger in this process. */
   natsUrl: string | undefined;
+  /** JetStream stream and subject prefix of usage events (deployments sharing a broker keep apart). */
+  usageStream: string;
+  usageSubjectPrefix: string;
+  /** Rehearsals only: the relay waits this long after JetStream acknowledged a round and before marking it sent (a crash there re-publishes). 0 normally. */
+  usageRelayPauseAfterPublishMs: number;
   /** How long a sent usage event stays in the outbox (ms). */
   usageOutboxRetentionMs: number;
   /** How often expired idempotency records are purged (each run deletes all of them, in batches). */
@@ -115,6 +120,9 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     usageAdminPort: read.port('USAGE_ADMIN_PORT', 9002),
     usageAdminHost: read.string('USAGE_ADMIN_HOST', '127.0.0.1'),
     natsUrl: read.serviceUrl('NATS_URL', ['nats:', 'tls:']),
+    usageStream: read.string('USAGE_STREAM', 'USAGE'),
+    usageSubjectPrefix: read.string('USAGE_SUBJECT_PREFIX', 'usage.predictions'),
+    usageRelayPauseAfterPublishMs: read.integer('USAGE_RELAY_PAUSE_AFTER_PUBLISH_MS', 0, { min: 0, max: 600_000 }),
     usageOutboxRetentionMs: read.integer('USAGE_OUTBOX_RETENTION_SECONDS', 3_600, { min: 60, max: 30 * 86_400 }) * 1000,
     idempotencyPurgeIntervalMs: read.integer('IDEMPOTENCY_PURGE_INTERVAL_MS', 10_000, { min: 100, max: 3_600_000 }),
     idempotencyLeaseMs: read.integer('IDEMPOTENCY_LEASE_MS', 5_000, { min: 1_000, max: 600_000 }),

@@ -38,3 +38,4 @@ export {
   type UsageConsumerOptions,
   type UsageConsumerStats,
 } from './jetstream/consumer.js';
+export { JetStreamUsageSink, type JetStreamUsageSinkOptions } from './jetstream/sink.js';

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '@m2m/common';
-import { PostgresUsageLedger, SqliteUsageLedger, type UsageLedger } from '@m2m/usage';
+import { JetStreamUsageSink, PostgresUsageLedger, SqliteUsageLedger } from '@m2m/usage';
 import type { PredictorConfig } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import type { UsageOutbox } from './outbox.js';
@@ -8,8 +9,8 @@ import { UsageRelay, type UsageDelivery } from './relay.js';
 
 export interface UsagePipeline {
   relay: UsageRelay;
-  /** The ledger in this process (no NATS_URL), for its admin reads; undefined when a consumer elsewhere keeps it. */
-  ledger: UsageLedger | undefined;
+  /** The ledger in this process (no NATS_URL), for its admin reads; undefined when the usage-ledger process keeps it. */
+  ledger: SqliteUsageLedger | PostgresUsageLedger | undefined;
   close(): Promise<void>;
 }
 
@@ -19,7 +20,19 @@ export interface UsagePipeline {
  * idempotency store (`usage.db` beside `idempotency.db`, or the same PostgreSQL schema).
  */
 export async function openUsagePipeline(config: PredictorConfig, outbox: UsageOutbox, deps: { logger: Logger; metrics: Metrics }): Promise<UsagePipeline> {
-  const ledger: SqliteUsageLedger | PostgresUsageLedger =
+  if (config.natsUrl) {
+    const sink = new JetStreamUsageSink({ url: config.natsUrl, name: 'predictor', logger: deps.logger, stream: config.usageStream, subjectPrefix: config.usageSubjectPrefix });
+    const relay = new UsageRelay({ outbox, deliver: rehearsed(config, deps.logger, (events) => sink.deliver(events)), sink: 'jetstream', logger: deps.logger, metrics: deps.metrics });
+    return {
+      relay,
+      ledger: undefined,
+      async close() {
+        await relay.stop();
+        await sink.close();
+      },
+    };
+  }
+  const ledger =
     config.idempotencyStore === 'postgres'
       ? await PostgresUsageLedger.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema })
       : SqliteUsageLedger.open(join(config.dataDir, 'usage.db'));
@@ -36,5 +49,19 @@ export async function openUsagePipeline(config: PredictorConfig, outbox: UsageOu
       await relay.stop();
       await ledger.close();
     },
+  };
+}
+
+/** With USAGE_RELAY_PAUSE_AFTER_PUBLISH_MS (rehearsals), a window between the broker's acknowledgement and the mark, for a crash. */
+function rehearsed(config: PredictorConfig, logger: Logger, deliver: UsageDelivery): UsageDelivery {
+  const pauseMs = config.usageRelayPauseAfterPublishMs;
+  if (pauseMs === 0) return deliver;
+  return async (events) => {
+    const acknowledged = await deliver(events);
+    if (acknowledged.size > 0) {
+      logger.warn({ event: 'usage.published_unmarked', events: acknowledged.size, pauseMs }, 'rehearsal: published, not yet marked sent');
+      await sleep(pauseMs);
+    }
+    return acknowledged;
   };
 }
