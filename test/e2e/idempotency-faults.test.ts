@@ -103,6 +103,12 @@ describe('idempotency when PostgreSQL is cut while the model runs', () => {
     throw new Error(`${key} was never claimed in PostgreSQL`);
   };
 
+  /** Ids of the usage events PostgreSQL's outbox holds for a key, and that the in-process ledger counted once its relay ran. */
+  const usageEventsOf = async (key: string): Promise<string[]> => {
+    const { rows } = await admin.query<{ id: string }>(`SELECT event::jsonb->>'id' AS id FROM "${schema}".usage_outbox WHERE event::jsonb->>'idempotencyKey' = $1`, [key]);
+    return rows.map((row) => row.id);
+  };
+
   /** The predictor's own account of one key: the idempotency outcome of each request for it. */
   const outcomesOf = (predictor: RunningPredictor, key: string) =>
     predictor.process.records.filter((record) => record.msg === 'request' && record['idempotencyKey'] === key).map((record) => record['idempotency']);
@@ -129,6 +135,8 @@ describe('idempotency when PostgreSQL is cut while the model runs', () => {
     const outcomes = outcomesOf(predictor, key);
     assert.deepEqual(outcomes.filter((outcome) => outcome === 'executed'), ['executed'], `one answer sent and stored: ${outcomes.join(', ')}`);
     assert.equal(outcomes[0], 'refused');
+    // The crash point "before the commit": the refused attempt wrote no usage event, the answered one exactly one.
+    assert.deepEqual(await usageEventsOf(key), [answered.id]);
     assert.equal(predictor.process.records.filter((record) => record['status'] === 500).length, 0);
   });
 
@@ -165,6 +173,7 @@ describe('idempotency when PostgreSQL is cut while the model runs', () => {
 
     await predictor.process.waitForLog((record) => record['idempotencyKey'] === cutKey && record['idempotency'] === 'replayed', 'the replay');
     for (const each of [key, cutKey]) assert.equal(outcomesOf(predictor, each).filter((outcome) => outcome === 'executed').length, 1, `${each}: one answer`);
+    assert.deepEqual(await usageEventsOf(cutKey), [], 'answered from memory: its event is in this replica\'s memory outbox, not in PostgreSQL');
     assert.equal(predictor.process.records.filter((record) => record['status'] === 500).length, 0);
   });
 });
