@@ -33,7 +33,8 @@ interface ServiceCode {
 /**
  * The code each image of this repository runs, by the folder of its Dockerfile: the
  * default profile's `auth-server`, `predictor` and `caller`, and the `distributed`
- * profile's replicas (`auth-server-1` runs auth-server/Dockerfile's image, and so on).
+ * profile's replicas (`auth-server-1` runs auth-server/Dockerfile's image, and so on)
+ * and its `usage-ledger` (usage/Dockerfile's).
  */
 const SERVICE_CODE: Record<string, ServiceCode> = {
   'auth-server': {
@@ -55,6 +56,14 @@ const SERVICE_CODE: Record<string, ServiceCode> = {
   },
   // The caller container runs the demo (test/src) on the caller library.
   caller: { sources: ['test/src', 'caller/src', 'common/src'] },
+  // The usage-ledger process (usage/src/main.ts): its port is the admin one (/healthz, GET /v1/usage).
+  usage: {
+    sources: ['usage/src', 'common/src'],
+    portVariable: 'USAGE_ADMIN_PORT',
+    dataVariable: 'USAGE_DATA_DIR',
+    // With DATABASE_URL the ledger is in PostgreSQL; without it, an SQLite file in USAGE_DATA_DIR.
+    keepsDataIn: (environment) => !environment['DATABASE_URL'],
+  },
 };
 const DISTRIBUTED = 'distributed';
 /** Read by Node.js itself or by every library, not by our configuration code. */
@@ -499,7 +508,7 @@ describe('docker-compose.yml', () => {
       assert.ok(services[name].build, `service ${name} must be built from this repository`);
       assert.equal(services[name].profiles, undefined, `service ${name} must start with a plain \`docker compose up\``);
     }
-    for (const name of ['redis', 'postgres', 'lb']) assert.ok(services[name], `service ${name} missing`);
+    for (const name of ['redis', 'postgres', 'nats', 'lb', 'usage-ledger']) assert.ok(services[name], `service ${name} missing`);
     for (const [name, service] of Object.entries(services)) {
       if (service.profiles === undefined) continue;
       assert.deepEqual(service.profiles, [DISTRIBUTED], `${name} belongs to the distributed profile only`);
@@ -507,12 +516,18 @@ describe('docker-compose.yml', () => {
     }
     assert.match(services['redis']?.image ?? '', /^redis:7/);
     assert.match(services['postgres']?.image ?? '', /^postgres:16/);
+    assert.match(services['nats']?.image ?? '', /^nats:2\b/);
     assert.ok(replicasOf('auth-server').length >= 2, 'the distributed profile runs two or more auth-server replicas');
     assert.ok(replicasOf('predictor').length >= 2, 'the distributed profile runs two or more predictor replicas');
     assert.deepEqual(
-      distributedBuilt.filter(([name]) => !['auth-server', 'predictor'].includes(kindOf(name))).map(([name]) => name),
+      replicasOf('usage').map(([name]) => name),
+      ['usage-ledger'],
+      'the distributed profile runs the usage-ledger process (usage/Dockerfile)',
+    );
+    assert.deepEqual(
+      distributedBuilt.filter(([name]) => !['auth-server', 'predictor', 'usage'].includes(kindOf(name))).map(([name]) => name),
       [],
-      'the distributed profile builds only auth-server and predictor replicas',
+      'the distributed profile builds only auth-server and predictor replicas and the usage-ledger',
     );
   });
 
@@ -536,7 +551,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('loads dev credentials only from dev.env, and every dev.env key is read by some service', () => {
-    const readAnywhere = new Set(Object.keys(SERVICE_CODE).flatMap((name) => [...variablesReadBy(codeOf(name).sources)]));
+    const readAnywhere = new Set(Object.values(SERVICE_CODE).flatMap((code) => [...variablesReadBy(code.sources)]));
     const unread = Object.keys(devEnv).filter((key) => !readAnywhere.has(key));
     assert.deepEqual(unread, [], 'dev.env keys no service reads');
     for (const [name, service] of builtServices) {
@@ -550,6 +565,7 @@ describe('docker-compose.yml', () => {
     }
     assert.ok(envFilesOf(services['auth-server']!).includes('dev.env'), 'the auth-server needs the demo clients of dev.env');
     assert.ok(envFilesOf(services['caller']!).includes('dev.env'), 'the caller needs the demo clients of dev.env');
+    for (const [name, service] of replicasOf('usage')) assert.ok(envFilesOf(service).includes('dev.env'), `${name} needs the ADMIN_TOKEN of dev.env for its report`);
   });
 
   it('maps each published port to the port the service listens on', () => {
@@ -670,7 +686,7 @@ describe('docker-compose.yml', () => {
         );
       }
     }
-    assert.deepEqual([...declared].sort(), ['auth-data', 'postgres-data', 'predictor-data']);
+    assert.deepEqual([...declared].sort(), ['auth-data', 'nats-data', 'postgres-data', 'predictor-data']);
     const postgresData = (services['postgres']?.volumes ?? []).find((volume) => (typeof volume === 'string' ? volume.split(':')[1] : volume.target) === '/var/lib/postgresql/data');
     assert.ok(postgresData, 'postgres keeps /var/lib/postgresql/data on the named volume postgres-data');
   });
@@ -709,12 +725,15 @@ describe('docker-compose.yml', () => {
 describe('the distributed profile', () => {
   const auths = replicasOf('auth-server');
   const predictors = replicasOf('predictor');
+  const ledgers = replicasOf('usage');
   const valuesOf = (replicas: [string, ComposeService][], variable: string) => new Set(replicas.map(([, service]) => environmentOf(service)[variable]));
 
-  /** Variables the official images document (docs.docker.com / Docker Hub pages of postgres, redis, nginx). */
+  /** Variables the official images document (docs.docker.com / Docker Hub pages of postgres, redis, nats, nginx). */
   const IMAGE_VARIABLES: Record<string, Set<string>> = {
     postgres: new Set(['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_PASSWORD_FILE', 'POSTGRES_DB', 'POSTGRES_INITDB_ARGS', 'POSTGRES_HOST_AUTH_METHOD', 'PGDATA']),
     redis: new Set(),
+    // Configured by its flags (command), not by variables.
+    nats: new Set(),
     nginx: new Set(['NGINX_ENVSUBST_TEMPLATE_DIR', 'NGINX_ENVSUBST_OUTPUT_DIR', 'NGINX_ENTRYPOINT_QUIET_LOGS']),
   };
 
@@ -734,6 +753,11 @@ describe('the distributed profile', () => {
       assert.ok(predictorReads.has(variable), `predictor/src reads no ${variable}`);
     }
     for (const variable of ['DATABASE_URL', 'DATABASE_SCHEMA', 'STATE_SYNC_MS']) assert.ok(authReads.has(variable), `auth-server/src reads no ${variable}`);
+    for (const variable of ['NATS_URL', 'USAGE_STREAM', 'USAGE_SUBJECT_PREFIX', 'USAGE_OUTBOX_RETENTION_SECONDS']) assert.ok(predictorReads.has(variable), `predictor/src reads no ${variable}`);
+    const usageReads = variablesReadBy(SERVICE_CODE['usage']!.sources);
+    for (const variable of ['NATS_URL', 'USAGE_STREAM', 'USAGE_SUBJECT_PREFIX', 'USAGE_CONSUMER', 'DATABASE_URL', 'DATABASE_SCHEMA', 'USAGE_ADMIN_HOST']) {
+      assert.ok(usageReads.has(variable), `usage/src reads no ${variable}`);
+    }
     for (const [name, service] of predictors) {
       const environment = environmentOf(service);
       for (const variable of ['REDIS_URL', 'DATABASE_URL', 'ISSUER', 'PREDICTOR_AUDIENCE']) assert.ok(environment[variable], `${name} must set ${variable}`);
@@ -749,9 +773,9 @@ describe('the distributed profile', () => {
     }
   });
 
-  it('the replicas point at the redis and postgres services of the profile, and wait for them', () => {
+  it('the replicas and the usage-ledger point at the redis and postgres services of the profile, and wait for them', () => {
     const postgres = environmentOf(services['postgres']!);
-    for (const [name, service] of [...predictors, ...auths]) {
+    for (const [name, service] of [...predictors, ...auths, ...ledgers]) {
       const environment = environmentOf(service);
       const dependsOn = dependsOnOf(service);
       const targets: [string, RegExp, number][] = [['DATABASE_URL', /^postgres:/, 5432]];
@@ -781,7 +805,7 @@ describe('the distributed profile', () => {
   it('the replicas of each server share one configuration of issuer, audience and state', () => {
     for (const [replicas, variables] of [
       [auths, ['ISSUER', 'PREDICTOR_AUDIENCE', 'DATABASE_URL', 'DATABASE_SCHEMA', 'ACCESS_TOKEN_TTL', 'STATE_SYNC_MS']],
-      [predictors, ['ISSUER', 'PREDICTOR_AUDIENCE', 'JWKS_URI', 'REDIS_URL', 'REDIS_KEY_PREFIX', 'DATABASE_URL', 'DATABASE_SCHEMA', 'RATE_LIMIT_ON_STORE_FAILURE', 'IDEMPOTENCY_ON_STORE_FAILURE', 'API_KEYS']],
+      [predictors, ['ISSUER', 'PREDICTOR_AUDIENCE', 'JWKS_URI', 'REDIS_URL', 'REDIS_KEY_PREFIX', 'DATABASE_URL', 'DATABASE_SCHEMA', 'RATE_LIMIT_ON_STORE_FAILURE', 'IDEMPOTENCY_ON_STORE_FAILURE', 'API_KEYS', 'NATS_URL', 'USAGE_STREAM', 'USAGE_SUBJECT_PREFIX', 'USAGE_OUTBOX_RETENTION_SECONDS']],
     ] as const) {
       for (const variable of variables) {
         const values = valuesOf(replicas, variable);
@@ -791,6 +815,72 @@ describe('the distributed profile', () => {
     assert.deepEqual(valuesOf(predictors, 'ISSUER'), valuesOf(auths, 'ISSUER'), 'the predictors accept the issuer the auth-server replicas sign as');
     // API keys are a SQLite file per replica: a key made on one would be refused by the others.
     assert.deepEqual(valuesOf(predictors, 'API_KEYS'), new Set(['false']), 'API keys are not shared between predictor replicas; turn them off (API_KEYS=false)');
+  });
+
+  it('the predictors relay usage to the profile’s nats service (JetStream, on a named volume), and the usage-ledger consumes the same stream', () => {
+    const nats = services['nats'];
+    assert.ok(nats, 'the distributed profile needs a `nats` service');
+    assert.match(imageOf('nats'), /^nats:2\b/, 'nats runs the official NATS 2 image');
+    const command = Array.isArray(nats.command) ? nats.command : (nats.command ?? '').split(/\s+/).filter((word) => word !== '');
+    /** The value after `-x` or `--long` (also `--long=value`). */
+    const flag = (...names: string[]) => {
+      for (const [index, word] of command.entries()) {
+        for (const name of names) {
+          if (word === name) return command[index + 1];
+          if (word.startsWith(`${name}=`)) return word.slice(name.length + 1);
+        }
+      }
+      return undefined;
+    };
+    assert.ok(command.includes('-js') || command.includes('--jetstream'), `nats: command ${command.join(' ')} does not enable JetStream (-js)`);
+    // Flags only: the image's entrypoint runs nats-server with them (and no configuration file).
+    assert.ok(command[0]?.startsWith('-'), `nats: command ${command.join(' ')} should be nats-server's flags`);
+    const storeDir = flag('-sd', '--store_dir');
+    assert.ok(storeDir, 'nats: set the JetStream store directory (-sd) and put it on a named volume');
+    const mounts = (nats.volumes ?? []).map((volume) => (typeof volume === 'object' ? { source: volume.source ?? '', target: volume.target } : { source: volume.split(':')[0] ?? '', target: volume.split(':')[1] ?? '' }));
+    const store = mounts.find((mount) => mount.target === storeDir);
+    assert.ok(store && !/^[./~]/.test(store.source), `nats: -sd ${storeDir} is not on a named volume (unconsumed events would be lost with the container)`);
+    const clientPort = Number(flag('-p', '--port') ?? 4222);
+    const monitorPort = Number(flag('-m', '--http_port'));
+    assert.ok(monitorPort > 0, 'nats: the health check needs the monitoring port (-m)');
+    const check = healthUrl(healthCommand(nats) ?? '');
+    assert.deepEqual(check, { port: monitorPort, path: '/healthz' }, `nats: the health check must fetch /healthz on the monitoring port ${monitorPort}`);
+
+    /** NATS_URL names the nats service on its client port. */
+    const assertNamesNats = (name: string, value: string | undefined) => {
+      assert.ok(value, `${name} must set NATS_URL`);
+      const url = new URL(value);
+      assert.equal(url.protocol, 'nats:', `${name}: NATS_URL=${value}`);
+      assert.equal(url.hostname, 'nats', `${name}: NATS_URL=${value} does not name the nats service`);
+      assert.equal(Number(url.port || 4222), clientPort, `${name}: NATS_URL=${value}, but nats listens for clients on ${clientPort}`);
+    };
+    for (const [name, service] of [...predictors, ...ledgers]) assertNamesNats(name, environmentOf(service)['NATS_URL']);
+    // Predictions never wait for the broker (the relay connects on first use); the ledger cannot start without it.
+    for (const [name, service] of predictors) assert.ok(dependsOnOf(service).has('nats'), `${name} should start after nats`);
+    for (const [name, service] of ledgers) assert.equal(dependsOnOf(service).get('nats'), 'service_healthy', `${name} must wait for nats to be healthy`);
+
+    /** The value a service runs with: its environment, else the code's default. */
+    const effective = (name: string, variable: string) => {
+      const set = environmentOf(services[name]!)[variable];
+      if (set !== undefined) return set;
+      const fallback = new RegExp(String.raw`read\.string\(\s*['"]${variable}['"]\s*,\s*['"]([^'"]*)['"]\s*\)`).exec(sourcesOf(codeOf(name).sources));
+      assert.ok(fallback, `${name}: no read.string('${variable}', <default>) in ${codeOf(name).sources.join(', ')}`);
+      return fallback[1];
+    };
+    for (const variable of ['NATS_URL', 'USAGE_STREAM', 'USAGE_SUBJECT_PREFIX']) {
+      const values = new Set([...predictors, ...ledgers].map(([name]) => (variable === 'NATS_URL' ? environmentOf(services[name]!)[variable] : effective(name, variable))));
+      assert.equal(values.size, 1, `${variable} differs between the predictors and the usage-ledger: ${[...values].join(', ')} (events would go unconsumed)`);
+    }
+    for (const [name, service] of ledgers) {
+      // Shared and durable: a ledger in the container's SQLite file would die with it.
+      assert.ok(environmentOf(service)['DATABASE_URL'], `${name} must keep the ledger in the profile's PostgreSQL (DATABASE_URL)`);
+    }
+  });
+
+  it('restarts the servers it builds after a failure at start (engines not reachable yet exit 1)', () => {
+    for (const [name, service] of distributedBuilt) {
+      assert.ok(['on-failure', 'unless-stopped', 'always'].includes(service.restart ?? 'no'), `${name}: restart ${service.restart ?? 'no'}; it exits 1 while PostgreSQL, Redis or NATS is unreachable`);
+    }
   });
 
   it('the issuer is the LB’s auth listener, which balances exactly the auth-server replicas', () => {
@@ -921,7 +1011,7 @@ describe('Dockerfiles', () => {
       assert.equal(posix.normalize(buildOf(service).context), '.', `${name}: the build context must be the repository root (workspaces need the root manifests)`);
       assert.ok(existsSync(root(dockerfilePathOf(service))), `${name}: ${dockerfilePathOf(service)} does not exist`);
     }
-    assert.deepEqual(dockerfilePaths.sort(), ['auth-server/Dockerfile', 'caller/Dockerfile', 'predictor/Dockerfile']);
+    assert.deepEqual(dockerfilePaths.sort(), ['auth-server/Dockerfile', 'caller/Dockerfile', 'predictor/Dockerfile', 'usage/Dockerfile']);
   });
 
   it('every COPY source exists in the repository and is not excluded by .dockerignore', () => {
@@ -972,7 +1062,12 @@ describe('Dockerfiles', () => {
     }
   });
 
-  it('CMD runs a bundle that the build script makes', () => {
+  it('CMD runs a bundle that the build script makes, from the code the test checks the service against', () => {
+    /** The bundle's source must be in the folders whose variables and routes the other checks read. */
+    const assertRunsItsCode = (where: string, bundle: string, code: ServiceCode) => {
+      const source = ENTRIES.find((entry) => entry.name === bundle)!.source;
+      assert.ok(code.sources.some((folder) => source.startsWith(`${folder}/`)), `${where} runs ${bundle} (${source}), outside ${code.sources.join(', ')}`);
+    };
     for (const path of dockerfilePaths) {
       const cmd = finalStage(dockerfile(path)).filter((instruction) => instruction.keyword === 'CMD').at(-1);
       assert.ok(cmd, `${path}: no CMD`);
@@ -980,12 +1075,16 @@ describe('Dockerfiles', () => {
       assert.ok(command, `${path}: CMD must be in JSON form (signals reach node, not a shell)`);
       const bundle = bundleRunBy(command);
       assert.ok(bundle && entryNames.has(bundle), `${path}: CMD ${cmd.args} runs no bundle of scripts/build-entries.mjs (${[...entryNames].join(', ')})`);
+      const code = SERVICE_CODE[path.split('/')[0]!];
+      assert.ok(code, `${path}: the test does not know its code; add it to SERVICE_CODE`);
+      assertRunsItsCode(`${path}: CMD`, bundle, code);
     }
     for (const [name, service] of builtServices) {
       if (service.command === undefined) continue;
       const command = Array.isArray(service.command) ? service.command : service.command.split(/\s+/);
       const bundle = bundleRunBy(command);
       assert.ok(bundle && entryNames.has(bundle), `${name}: command ${command.join(' ')} runs no bundle of the build`);
+      assertRunsItsCode(`${name}: command`, bundle, codeOf(name));
     }
   });
 
@@ -1086,6 +1185,18 @@ describe('the bundles (npm run build)', () => {
     const { code, stderr } = await run(['dist/auth-server.js'], { AUTH_PORT: '99999' });
     assert.equal(code, 2, stderr);
     assert.match(stderr, /^auth-server: AUTH_PORT [^\n]*\n$/);
+  });
+
+  it('the bundled usage-ledger loads its dependencies (NATS, pg, SQLite) and refuses a bad port with one line', async () => {
+    const { code, stderr } = await run(['dist/usage-ledger.js'], { USAGE_ADMIN_PORT: '99999' });
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /^usage-ledger: USAGE_ADMIN_PORT [^\n]*\n$/);
+  });
+
+  it('the bundled usage CLI prints its help', async () => {
+    const { code, stdout, stderr } = await run(['dist/usage.js', '--help']);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^usage: /);
   });
 
   it('the bundled apikey CLI opens its SQLite store (native addon) and prints its usage', async () => {
