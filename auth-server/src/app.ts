@@ -23,6 +23,8 @@ export interface RunningAuthServer {
   listeners: Record<string, Server>;
   /** Stops the background timers and closes the state storage: after the listeners (main.ts's shutdown). */
   closeState(): Promise<void>;
+  /** Logs the `listening` line: main.ts calls it once the signal handlers are in place. */
+  announce(): void;
 }
 
 /** Previous keys stay published this long past the token lifetime (clock skew at verifiers). */
@@ -102,22 +104,24 @@ export async function startAuthServer(deps: { config: AuthServerConfig; state: L
     adminPort = (admin.address() as AddressInfo).port;
   }
 
-  logger.info(
-    {
-      issuer,
-      port,
-      adminPort,
-      adminHost: adminPort === undefined ? undefined : config.adminHost,
-      audience: config.audience,
-      accessTokenTtl: config.accessTokenTtlSeconds,
-      clients: registry.active().map((client) => client.clientId),
-      clientsSeeded: seeded,
-      state: storage.kind,
-      keys: operations.listKeys().map((key) => `${key.kid} (${key.state})`),
-    },
-    'listening',
-  );
+  const announce = () =>
+    logger.info(
+      {
+        issuer,
+        port,
+        adminPort,
+        adminHost: adminPort === undefined ? undefined : config.adminHost,
+        audience: config.audience,
+        accessTokenTtl: config.accessTokenTtlSeconds,
+        clients: registry.active().map((client) => client.clientId),
+        clientsSeeded: seeded,
+        state: storage.kind,
+        keys: operations.listKeys().map((key) => `${key.kid} (${key.state})`),
+      },
+      'listening',
+    );
   return {
+    announce,
     issuer,
     port,
     adminPort,

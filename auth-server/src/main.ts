@@ -25,3 +25,5 @@ const server = await startAuthServer({ config, state, logger });
 
 // SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the state a bounded close; exit 0, or 1 if forced.
 shutdownOnSignals({ listeners: server.listeners, closeSteps: { state: () => server.closeState() }, logger, graceMs: config.shutdownGraceMs });
+// Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
+server.announce();

@@ -86,7 +86,6 @@ const usageAdmin =
   usage.ledger && config.adminToken
     ? await listen(buildUsageAdminApp({ ledger: usage.ledger, adminToken: config.adminToken, logger }), config.usageAdminPort, config.usageAdminHost)
     : undefined;
-logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port }, 'listening');
 keys.load(shutdown.signal).catch(() => {});
 
 const purger = new IdempotencyPurger({ store: idempotencyStore, logger, metrics, intervalMs: config.idempotencyPurgeIntervalMs });
@@ -112,3 +111,5 @@ shutdownOnSignals({
   logger,
   graceMs: config.shutdownGraceMs,
 });
+// Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
+logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port }, 'listening');

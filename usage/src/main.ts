@@ -74,7 +74,6 @@ const server = await new Promise<Server>((resolve, reject) => {
   const created = serve({ fetch: admin.fetch, port: config.port, hostname: config.host }, () => resolve(created as Server)) as Server;
   created.once('error', reject);
 });
-logger.info({ port: (server.address() as AddressInfo).port, stream: config.stream, durable: config.durable, ledger: config.databaseUrl ? 'postgres' : 'sqlite', report: config.adminToken !== undefined }, 'listening');
 
 shutdownOnSignals({
   listeners: { http: server },
@@ -90,3 +89,5 @@ shutdownOnSignals({
   logger,
   graceMs: config.shutdownGraceMs,
 });
+// Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
+logger.info({ port: (server.address() as AddressInfo).port, stream: config.stream, durable: config.durable, ledger: config.databaseUrl ? 'postgres' : 'sqlite', report: config.adminToken !== undefined }, 'listening');

@@ -189,12 +189,21 @@ async function replayEveryKey(run: ScenarioRun, sides: Side[]): Promise<Replay[]
     const where = `${side.policy} key ${outcome.key}`;
     let last = 'no attempt';
     while (performance.now() < deadline) {
-      const response = await fetch(`${side.predictor.url}/v1/predict`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': outcome.key },
-        body: JSON.stringify({ inputs: outcome.inputs }),
-      });
-      const text = await response.text();
+      let response: Response;
+      let text: string;
+      try {
+        response = await fetch(`${side.predictor.url}/v1/predict`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': outcome.key },
+          body: JSON.stringify({ inputs: outcome.inputs }),
+        });
+        text = await response.text();
+      } catch (error) {
+        // A connection lost on the way (a keep-alive socket the server closed as it was reused): a client retries.
+        last = `connection failed (${(error as Error).message})`;
+        await sleep(100);
+        continue;
+      }
       side.answersSeen += 1;
       if (response.ok) {
         const id = (JSON.parse(text) as { id?: string }).id;
