@@ -11,11 +11,11 @@ describe('token-rotation scenarios (server-side evidence)', () => {
   });
   after(() => traces.remove());
 
-  it('npm run scenario -- --list names all nine', async () => {
+  it('npm run scenario -- --list names all ten', async () => {
     const list = startTypeScript('scenario', 'test/src/scenario.ts', {}, ['--list']);
     assert.equal((await list.exited).code, 0);
     const names = list.stdoutLines.map((line) => line.split(/\s+/)[0]);
-    assert.deepEqual(names, ['token-expiry', 'signing-key-rotation', 'emergency-key-revocation', 'client-secret-rotation', 'scope-revocation', 'rate-limit-storm', 'lost-response', 'auth-server-outage', 'store-outage']);
+    assert.deepEqual(names, ['token-expiry', 'signing-key-rotation', 'emergency-key-revocation', 'client-secret-rotation', 'scope-revocation', 'rate-limit-storm', 'lost-response', 'auth-server-outage', 'store-outage', 'usage-exactly-once']);
   });
 
   for (const scenario of SCENARIOS) {

@@ -22,7 +22,7 @@ export function rememberSecret(secret: string): void {
 }
 
 /** Names of the processes whose output is a log (the CLI's stdout is results by design). */
-const SERVER_NAMES = new Set(['auth-server', 'predictor', 'npm start']);
+const SERVER_NAMES = new Set(['auth-server', 'predictor', 'usage-ledger', 'npm start']);
 process.once('exit', () => {
   for (const managed of running) managed.child.kill('SIGKILL');
 });

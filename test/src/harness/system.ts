@@ -61,6 +61,28 @@ export async function startPredictor(options: { issuer: string; dataDir: string;
   return { process, url: `http://localhost:${port}`, port };
 }
 
+export interface RunningUsageLedger {
+  process: ManagedProcess;
+  /** Its admin API: GET /v1/usage (ADMIN_TOKEN from dev.env) and /healthz. */
+  adminUrl: string;
+}
+
+/**
+ * Starts the usage-ledger process (JetStream in, the ledger out) with its admin API on a free
+ * loopback port and dev.env's ADMIN_TOKEN, and waits until it listens; `env` names the broker,
+ * the database and the stream (NATS_URL, DATABASE_URL, DATABASE_SCHEMA, USAGE_STREAM…).
+ */
+export async function startUsageLedger(options: { dataDir: string; env: Record<string, string> }): Promise<RunningUsageLedger> {
+  const process = startTypeScript('usage-ledger', 'usage/src/main.ts', {
+    ADMIN_TOKEN: DEV_ENV['ADMIN_TOKEN']!,
+    USAGE_ADMIN_PORT: '0',
+    USAGE_DATA_DIR: options.dataDir,
+    ...options.env,
+  });
+  const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
+  return { process, adminUrl: `http://127.0.0.1:${listening['port'] as number}` };
+}
+
 /** A client-credentials token straight from the token endpoint (the raw protocol, no caller library). */
 export async function requestToken(
   issuer: string,

@@ -5,6 +5,7 @@ import { startFaultProxy } from '../harness/fault-proxy.js';
 import { DEV_ENV, requestToken, startAuthServer } from '../harness/system.js';
 import type { ScenarioRun } from './framework.js';
 import { storeOutage } from './store-outage.js';
+import { usageExactlyOnce } from './usage-exactly-once.js';
 
 export interface Scenario {
   name: string;
@@ -215,4 +216,5 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   storeOutage,
+  usageExactlyOnce,
 ];

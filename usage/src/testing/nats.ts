@@ -1,5 +1,5 @@
 import { createLogger, redactUrl, type Logger } from '@m2m/common';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { after, before } from 'node:test';
 import { connectNats, type NatsConnectOptions, type NatsHandle } from '../jetstream/connection.js';
 import type { UsageStreamNames } from '../jetstream/stream.js';
@@ -90,4 +90,34 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, timeo
     if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+}
+
+/** What a scenario reads of one usage stream on the real broker, and its removal afterwards. */
+export interface UsageStreamProbe {
+  /** Messages stored in the stream: a publish repeating an id inside the duplicate window adds none. */
+  messages(): Promise<number>;
+  /** A durable consumer's messages not yet delivered (`pending`) and delivered but not acked (`ackPending`). */
+  consumerBacklog(durable: string): Promise<{ pending: number; ackPending: number }>;
+  /** Deletes the stream with its consumers; one already gone is fine. */
+  deleteStream(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A connection of its own (straight to the broker, past any fault proxy) that looks at `stream`. */
+export async function openUsageStreamProbe(stream: string, url = TEST_NATS_URL): Promise<UsageStreamProbe> {
+  const nats = await connectNats({ url, name: 'usage-stream-probe', logger: silentLogger, connectTimeoutMs: CONNECT_TIMEOUT_MS });
+  const jsm = await jetstreamManager(nats.nc);
+  return {
+    messages: async () => (await jsm.streams.info(stream)).state.messages,
+    consumerBacklog: async (durable) => {
+      const info = await jsm.consumers.info(stream, durable);
+      return { pending: info.num_pending, ackPending: info.num_ack_pending };
+    },
+    deleteStream: async () => {
+      await jsm.streams.delete(stream).catch((error: unknown) => {
+        if (!(error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound)) throw error;
+      });
+    },
+    close: () => nats.close(),
+  };
 }
