@@ -28,6 +28,8 @@ interface Target {
   predictorUrl: string;
   admin: AdminClient;
   allowInsecureHttp: boolean;
+  /** The usage report (GET /v1/usage): the ledger in the local predictor, or USAGE_URL; undefined skips that step. */
+  usageUrl: string | undefined;
 }
 
 async function startLocal(): Promise<{ target: Target; stop: () => Promise<void> }> {
@@ -35,10 +37,17 @@ async function startLocal(): Promise<{ target: Target; stop: () => Promise<void>
   say('Starting the auth-server and the predictor on free ports…');
   const audience = 'http://localhost:8080';
   const auth = await startAuthServer({ dataDir: `${dataDir.path}/auth`, audience, env: { KEY_PROPAGATION_SECONDS: '0', ACCESS_TOKEN_TTL: '300' } });
-  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dataDir.path}/predictor`, audience });
+  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dataDir.path}/predictor`, audience, env: { ADMIN_TOKEN: DEV_ENV['ADMIN_TOKEN']!, USAGE_ADMIN_PORT: '0' } });
+  const listening = await predictor.process.waitForLog((record) => record.msg === 'listening', 'listening');
   say(`  auth-server ${auth.issuer}   predictor ${predictor.url}   admin ${auth.adminUrl}`);
   return {
-    target: { issuer: auth.issuer, predictorUrl: predictor.url, admin: new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!), allowInsecureHttp: false },
+    target: {
+      issuer: auth.issuer,
+      predictorUrl: predictor.url,
+      admin: new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!),
+      allowInsecureHttp: false,
+      usageUrl: `http://127.0.0.1:${listening['usageAdminPort'] as number}`,
+    },
     stop: async () => {
       await stopAll();
       await dataDir.remove();
@@ -53,6 +62,7 @@ function external(): Target {
     predictorUrl: read.url('PREDICTOR_URL', 'http://localhost:8080'),
     admin: new AdminClient(read.url('ADMIN_URL', 'http://127.0.0.1:9001'), DEV_ENV['ADMIN_TOKEN'] ?? ''),
     allowInsecureHttp: read.oneOf('ALLOW_INSECURE_HTTP', 'false', ['true', 'false']) === 'true',
+    usageUrl: read.string('USAGE_URL'),
   };
 }
 
@@ -138,11 +148,34 @@ async function story(target: Target): Promise<void> {
   );
   check('scope', refusal instanceof PredictorApiError && refusal.status === 403 && refusal.attempts === 1, `predict refused at once: ${refusal instanceof Error ? refusal.message : 'it was allowed'}`);
 
+  if (target.usageUrl) await usage(target.predictorUrl, target.usageUrl);
+
   const attempts = events.length + freeEvents.length;
   say('\nSummary');
   say(`  ${'step'.padEnd(12)} result`);
   for (const entry of checks) say(`  ${entry.step.padEnd(12)} ${entry.ok ? 'ok    ' : 'FAILED'} ${entry.detail}`);
   say(`  (${attempts} attempts by demo-caller and demo-free, ${limited.length} of them answered 429)`);
+}
+
+/** Every executed prediction metered once: the ledger's totals against the predictor's own count of model runs. */
+async function usage(predictorUrl: string, usageUrl: string): Promise<void> {
+  say('\n7. Usage metering: each executed prediction counted once in the ledger');
+  const executions = async () => Number(/^predictor_model_executions_total (\d+)/m.exec(await (await fetch(`${predictorUrl}/metrics`)).text())?.[1] ?? 0);
+  const report = async () => {
+    const response = await fetch(`${usageUrl}/v1/usage`, { headers: { authorization: `Bearer ${DEV_ENV['ADMIN_TOKEN'] ?? ''}` } });
+    if (!response.ok) throw new Error(`GET /v1/usage answered ${response.status}`);
+    return (await response.json()) as { totals: { clientId: string; day: string; predictions: number; rows: number }[]; sum: { predictions: number } };
+  };
+  // The relay delivers within a fraction of a second: wait for it, bounded.
+  const deadline = performance.now() + 5_000;
+  let counted = await report();
+  let ran = await executions();
+  while (counted.sum.predictions !== ran && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    [counted, ran] = [await report(), await executions()];
+  }
+  for (const total of counted.totals) say(`  ${total.day}  ${total.clientId.padEnd(12)} ${String(total.predictions).padStart(4)} predictions, ${total.rows} rows`);
+  check('usage', counted.sum.predictions === ran && ran > 0, `${counted.sum.predictions} predictions in the ledger for ${ran} model executions (replays not counted)`);
 }
 
 const local = process.env['DEMO_TARGET'] !== 'external';
