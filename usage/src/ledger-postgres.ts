@@ -123,6 +123,8 @@ export class PostgresUsageLedger implements UsageLedger {
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
+        // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
+        client.on('error', () => {});
       } catch (error) {
         throw new UsageDatabaseUnreachable(`Cannot connect to the usage database at ${redactUrl(connectionString)}: ${describeError(error)}`, {
           cause: error,

@@ -144,6 +144,8 @@ export class PostgresStateStorage implements AuthStateStorage {
 
   async #migrate(schemaName: string): Promise<void> {
     const client = await this.pool.connect();
+    // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
+    client.on('error', () => {});
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import type { UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../testing/engines.js';
+import { TcpFaultProxy } from '../testing/tcp-fault-proxy.js';
 import { IdempotencyDatabaseUnreachable, PostgresIdempotencyStore, type PostgresIdempotencyStoreOptions } from './postgres.js';
 import { UnsupportedIdempotencySchema } from './store.js';
 import { claimAndComplete, describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
@@ -242,6 +244,38 @@ describe('PostgresIdempotencyStore without its database', () => {
       relay.cut('down');
       await store.close();
       await relay.stop();
+    }
+  });
+});
+
+describe('PostgresIdempotencyStore outbox when the database goes away mid-round', () => {
+  it('fails the relay round (the rows stay unsent) instead of ending the process, and relays them once it is back', { timeout: 20_000 }, async () => {
+    const { proxy, url } = await TcpFaultProxy.forUrl(TEST_DATABASE_URL, 5432);
+    const schema = newSchema();
+    await (await open({ schema })).close();
+    const store = await open({ connectionString: url, schema, pool: { max: 2 } });
+    const event = (id: string): UsageEvent => ({ id, type: 'prediction.executed', clientId: 'c', plan: 'standard', credential: { method: 'api-key', id: 'k' }, rows: 1, modelId: 'm', idempotencyKey: undefined, occurredAt: new Date().toISOString() });
+    try {
+      await store.append(event('pred_1'));
+      // The connection drops while the relay holds its rows and waits for the broker.
+      await assert.rejects(
+        store.relay(10, async (events) => {
+          proxy.set('refuse');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          return new Set(events.map((each) => each.id));
+        }),
+      );
+      proxy.set('up');
+      const seen: string[] = [];
+      const deadline = Date.now() + 10_000;
+      while (seen.length === 0) {
+        await store.relay(10, async (events) => (seen.push(...events.map((each) => each.id)), new Set(seen))).catch(() => undefined);
+        assert.ok(Date.now() < deadline, 'relayed once the database is back');
+      }
+      assert.deepEqual(seen, ['pred_1']);
+    } finally {
+      await store.close();
+      await proxy.close();
     }
   });
 });

@@ -169,6 +169,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
+        // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
+        client.on('error', () => {});
       } catch (error) {
         throw new IdempotencyDatabaseUnreachable(
           `Cannot connect to the idempotency database at ${redactUrl(connectionString)}: ${describeError(error)}`,
@@ -277,6 +279,10 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     this.#assertOpen();
     const client = await this.#pool.connect();
     let failure: Error | undefined;
+    // A checked-out client has no pool listener: a connection lost while the broker answers
+    // would be an unhandled 'error' event, and end the process.
+    const onError = (error: Error) => (failure ??= error);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       // The rows stay locked until COMMIT: another replica's relay skips them, and a relay
@@ -296,6 +302,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
       await client.query('ROLLBACK').catch(() => {});
       throw error;
     } finally {
+      client.off('error', onError);
       // A connection whose transaction failed is not handed out again.
       client.release(failure);
     }
