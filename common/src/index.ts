@@ -20,3 +20,4 @@ export {
   usageSubject,
   type UsageEvent,
 } from './usage-event.js';
+export { describeConnectError, migratePostgres, quotePostgresIdentifier, type MigrationClient, type MigrationPlan } from './pg-migrations.js';

@@ -1,4 +1,4 @@
-import { redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
+import { describeConnectError, migratePostgres, quotePostgresIdentifier, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import {
   checkUsageFilter,
@@ -92,8 +92,8 @@ export class PostgresUsageLedger implements UsageLedger {
   private constructor(pool: pg.Pool, schema: string, now: () => number) {
     this.#pool = pool;
     this.#now = now;
-    this.#inbox = `${quoteIdentifier(schema)}.usage_inbox`;
-    this.#daily = `${quoteIdentifier(schema)}.usage_daily`;
+    this.#inbox = `${quotePostgresIdentifier(schema)}.usage_inbox`;
+    this.#daily = `${quotePostgresIdentifier(schema)}.usage_daily`;
   }
 
   /** Connects and brings the schema up to date; every consumer runs this at start. */
@@ -126,12 +126,12 @@ export class PostgresUsageLedger implements UsageLedger {
         // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
         client.on('error', () => {});
       } catch (error) {
-        throw new UsageDatabaseUnreachable(`Cannot connect to the usage database at ${redactUrl(connectionString)}: ${describeError(error)}`, {
+        throw new UsageDatabaseUnreachable(`Cannot connect to the usage database at ${redactUrl(connectionString)}: ${describeConnectError(error)}`, {
           cause: error,
         });
       }
       try {
-        await migrate(client, schema);
+        await migratePostgres(client, { schema, versionTable: 'usage_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedUsageSchema(found, supported) });
         client.release();
       } catch (error) {
         // A failed migration leaves the connection in an unknown state: the pool discards it.
@@ -234,45 +234,3 @@ export class PostgresUsageLedger implements UsageLedger {
   }
 }
 
-/**
- * Brings the schema to the latest version in one transaction. The advisory lock makes consumers
- * starting at once migrate one after the other; the second then finds nothing left to do.
- */
-async function migrate(client: pg.PoolClient, schema: string): Promise<void> {
-  const s = quoteIdentifier(schema);
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_ID]);
-    // Under the lock: two concurrent CREATE SCHEMA IF NOT EXISTS can still collide on a unique index.
-    if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS ${s}.usage_schema_migrations (
-         version    integer     PRIMARY KEY,
-         applied_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    );
-    const { rows } = await client.query<{ version: number | null }>(`SELECT max(version) AS version FROM ${s}.usage_schema_migrations`);
-    const version = rows[0]?.version ?? 0;
-    if (version > MIGRATIONS.length) throw new UnsupportedUsageSchema(version, MIGRATIONS.length);
-    for (const [index, migration] of MIGRATIONS.entries()) {
-      if (index < version) continue;
-      await client.query(migration(s));
-      await client.query(`INSERT INTO ${s}.usage_schema_migrations (version) VALUES ($1)`, [index + 1]);
-    }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
-}
-
-function quoteIdentifier(name: string): string {
-  return `"${name}"`;
-}
-
-/** Node reports a refused connection to a name with several addresses as an AggregateError with an empty message. */
-function describeError(error: unknown): string {
-  if (error instanceof AggregateError && error.message === '') return error.errors.map(describeError).join('; ');
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
-}

@@ -1,4 +1,4 @@
-import { encodeUsageEvent, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
+import { describeConnectError, encodeUsageEvent, migratePostgres, quotePostgresIdentifier, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import { StoreRequestError } from '../stores/outage.js';
 import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
@@ -131,9 +131,9 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
 
   private constructor(pool: pg.Pool, schema: string, options: ResolvedStoreOptions, clock: 'local' | 'database') {
     this.#pool = pool;
-    this.#table = `${quoteIdentifier(schema)}.idempotency_keys`;
-    this.#fence = `${quoteIdentifier(schema)}.idempotency_fence`;
-    this.#outbox = `${quoteIdentifier(schema)}.usage_outbox`;
+    this.#table = `${quotePostgresIdentifier(schema)}.idempotency_keys`;
+    this.#fence = `${quotePostgresIdentifier(schema)}.idempotency_fence`;
+    this.#outbox = `${quotePostgresIdentifier(schema)}.usage_outbox`;
     this.#options = options;
     this.#now =
       clock === 'database'
@@ -173,12 +173,12 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
         client.on('error', () => {});
       } catch (error) {
         throw new IdempotencyDatabaseUnreachable(
-          `Cannot connect to the idempotency database at ${redactUrl(connectionString)}: ${describeError(error)}`,
+          `Cannot connect to the idempotency database at ${redactUrl(connectionString)}: ${describeConnectError(error)}`,
           { cause: error },
         );
       }
       try {
-        await migrate(client, schema);
+        await migratePostgres(client, { schema, versionTable: 'idempotency_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedIdempotencySchema(found, supported) });
         client.release();
       } catch (error) {
         // A failed migration leaves the connection in an unknown state: the pool discards it.
@@ -381,48 +381,6 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   }
 }
 
-/**
- * Brings the schema to the latest version in one transaction. The advisory lock makes replicas
- * starting at once migrate one after the other; the second then finds nothing left to do.
- */
-async function migrate(client: pg.PoolClient, schema: string): Promise<void> {
-  const s = quoteIdentifier(schema);
-  await client.query('BEGIN');
-  try {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_ID]);
-    // Under the lock: two concurrent CREATE SCHEMA IF NOT EXISTS can still collide on a unique index.
-    if (schema !== 'public') await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
-    await client.query(
-      `CREATE TABLE IF NOT EXISTS ${s}.idempotency_schema_migrations (
-         version    integer     PRIMARY KEY,
-         applied_at timestamptz NOT NULL DEFAULT now()
-       )`,
-    );
-    const { rows } = await client.query<{ version: number | null }>(`SELECT max(version) AS version FROM ${s}.idempotency_schema_migrations`);
-    const version = rows[0]?.version ?? 0;
-    if (version > MIGRATIONS.length) throw new UnsupportedIdempotencySchema(version, MIGRATIONS.length);
-    for (const [index, migration] of MIGRATIONS.entries()) {
-      if (index < version) continue;
-      await client.query(migration(s));
-      await client.query(`INSERT INTO ${s}.idempotency_schema_migrations (version) VALUES ($1)`, [index + 1]);
-    }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw error;
-  }
-}
-
-function quoteIdentifier(name: string): string {
-  return `"${name}"`;
-}
-
-/** Node reports a refused connection to a name with several addresses as an AggregateError with an empty message. */
-function describeError(error: unknown): string {
-  if (error instanceof AggregateError && error.message === '') return error.errors.map(describeError).join('; ');
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
-}
 
 const leaseOutcome = (rowCount: number | null): LeaseOutcome => (rowCount === 1 ? 'ok' : 'lost');
 
