@@ -16,14 +16,17 @@ import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
 import { fixedRateLoad } from './fixed-rate.js';
+import { JETSTREAM_PATH, jetstreamRelayThroughput, RELAY_TARGET_EVENTS_PER_SECOND, sqliteRelayThroughput, type RelayThroughput, type RelayThroughputSkipped } from './relay-throughput.js';
 import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample, type SameLoadRound } from './summary.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
+import { requireNats, TEST_NATS_URL } from '../../usage/src/testing/nats.js';
 
 // npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
 // on Redis + PostgreSQL when those are reachable) / C (Express + express-oauth2-jwt-bearer +
 // express-rate-limit), interleaved over rounds because a 2-core machine is noisy; load from
 // this process with autocannon. Every server runs as the images run it: the bundle
 // `npm run build` makes, started with plain `node` (tsx's loader costs about 15% per request).
+// After the rounds, the usage relay's throughput from outbox to ledger (relay-throughput.ts).
 
 const { values } = parseArgs({
   options: {
@@ -32,6 +35,7 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     out: { type: 'string' },
     profile: { type: 'boolean', default: false },
+    'relay-events': { type: 'string', default: '50000' },
   },
 });
 const rounds = Number(values.rounds);
@@ -39,6 +43,8 @@ const rounds = Number(values.rounds);
 const out = values.out ?? join(REPOSITORY_ROOT, '.data', 'bench', 'latest.json');
 const durationSeconds = Number(values.duration);
 const connections = Number(values.connections);
+/** Events in the outbox for each relay throughput measurement. */
+const relayEvents = Number(values['relay-events']);
 /** Share of B's requests that carry an Idempotency-Key (claim + store + complete). */
 const IDEMPOTENT_SHARE = 0.1;
 /** The load offered to both A and B for their latency at the same load, as a share of B's throughput. */
@@ -139,6 +145,39 @@ async function distributedUnavailable(): Promise<string | undefined> {
   const missing = (await Promise.allSettled([requireRedis(dist.redisUrl), requirePostgres(dist.databaseUrl)]))
     .flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as Error).message] : []));
   return missing.length > 0 ? missing.join('; ') : undefined;
+}
+
+/** Why the relay's JetStream path cannot be measured here (PostgreSQL or NATS missing), or undefined. */
+async function relayJetStreamUnavailable(): Promise<string | undefined> {
+  const missing = (await Promise.allSettled([requirePostgres(dist.databaseUrl), requireNats(TEST_NATS_URL)]))
+    .flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as Error).message] : []));
+  return missing.length > 0 ? missing.join('; ') : undefined;
+}
+
+/**
+ * The relay from outbox to ledger, each path in turn while the servers idle: the embedded
+ * default, then PostgreSQL → JetStream → the usage-ledger process (this run's bundle) →
+ * PostgreSQL, in a schema and stream of its own, removed afterwards.
+ */
+async function measureRelay(dir: string): Promise<Array<RelayThroughput | RelayThroughputSkipped>> {
+  const sqlite = await sqliteRelayThroughput({ events: relayEvents, dir });
+  const unavailable = await relayJetStreamUnavailable();
+  if (unavailable !== undefined) return [sqlite, { path: JETSTREAM_PATH, skipped: true, reason: unavailable }];
+  const viaJetStream = await jetstreamRelayThroughput({
+    events: relayEvents,
+    databaseUrl: dist.databaseUrl,
+    natsUrl: TEST_NATS_URL,
+    schema: `${distRun}_relay`,
+    stream: `${distRun}_relay`.toUpperCase(),
+    usageLedger: { command: process.execPath, args: [join(bundles, 'product', 'usage-ledger.js')], cwd: REPOSITORY_ROOT, port: await freePort() },
+  });
+  return [sqlite, viaJetStream];
+}
+
+function relayLine(result: RelayThroughput | RelayThroughputSkipped): string {
+  if (result.skipped) return `${result.path}: skipped (${result.reason})`;
+  const verdict = result.meetsTarget ? 'meets' : 'BELOW';
+  return `${result.path}: ${result.eventsPerSecond} events/s (${result.events} in ${result.seconds} s; outbox empty after ${result.drainedSeconds} s) — ${verdict} the target`;
 }
 
 /** Drops this run's schema and deletes its Redis keys; returns what it removed. */
@@ -350,6 +389,12 @@ try {
   const tokenSample = await load(`${auth.issuer}/token`, clientCredentials, 0, 'grant_type=client_credentials&scope=predict').catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
   const overheadMicros = await callerOverheadMicros();
+  const relay = await measureRelay(`${data.path}/relay`).catch((error: unknown) => {
+    process.stderr.write(`bench: the relay measurement failed: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+    return undefined;
+  });
+  for (const result of relay ?? []) process.stderr.write(`relay: ${relayLine(result)}\n`);
   const profile = values.profile ? await profileBoth() : undefined;
 
   const summary = configs.map(({ name }) => summarise(name, samples.get(name)!));
@@ -378,6 +423,7 @@ try {
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: answeredOnly200(tokenSample) },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
     predictorResidentMemoryMiB: memoryMiB,
+    relay: relay && { targetEventsPerSecond: RELAY_TARGET_EVENTS_PER_SECOND, events: relayEvents, paths: relay },
     ...(profile ? { profile } : {}),
   };
 
@@ -392,6 +438,8 @@ try {
     `ratios (round by round, median): ${Object.entries(result.ratios).flatMap(([name, value]) => (value === null ? [] : [`${name} ${value}`])).join(', ')}`,
     `latency at the same load (${sameLoad.rate} req/s offered to both, evenly spaced): A p50 ${sameLoad.a.p50} ms, p99 ${sameLoad.a.p99} ms; B (memory) p50 ${sameLoad.b.p50} ms, p99 ${sameLoad.b.p99} ms`,
     `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
+    `usage relay, outbox to ledger (${relayEvents} events each, target ≥ ${RELAY_TARGET_EVENTS_PER_SECOND} events/s):`,
+    ...(relay ? relay.map((result) => `  ${relayLine(result)}`) : ['  failed (see stderr)']),
     ...(profile ? profileLines(profile) : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -4,10 +4,10 @@ import { describe, it } from 'node:test';
 import { startTypeScript, temporaryDirectory } from '../src/harness/processes.js';
 
 describe('npm run bench (smoke: one short round, so the harness cannot rot)', () => {
-  it('measures every configuration, checks every answer was 200, prints the table and writes the JSON', async () => {
+  it('measures every configuration and the usage relay, checks every answer was 200, prints the table and writes the JSON', async () => {
     const dir = await temporaryDirectory('bench');
     const out = `${dir.path}/bench.json`;
-    const bench = startTypeScript('bench', 'bench/src/bench.ts', {}, ['--rounds', '1', '--duration', '1', '--connections', '10', '--profile', '--out', out]);
+    const bench = startTypeScript('bench', 'bench/src/bench.ts', {}, ['--rounds', '1', '--duration', '1', '--connections', '10', '--profile', '--relay-events', '2000', '--out', out]);
     const { code } = await bench.exited;
     assert.equal(code, 0, bench.output());
     assert.match(bench.stdoutLines.join('\n'), /\| B predictor \(memory\) \| \d+/);
@@ -18,6 +18,7 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
       profile: { a: { busyMs: number; concerns: { concern: string; share: number }[] }; b: { busyMs: number; requests: number; concerns: { concern: string; share: number }[] } };
       callerOverheadMicrosPerCall: number;
       sameLoad: { rate: number; a: { p99: number }; b: { p99: number }; allOk: boolean };
+      relay: { targetEventsPerSecond: number; events: number; paths: { path: string; skipped: boolean; reason?: string; events?: number; eventsPerSecond?: number }[] };
     };
     assert.deepEqual(result.configurations.map((row) => row.name), ['A bare hono', 'B predictor (memory)', 'B predictor (sqlite)', 'C express stack']);
     assert.ok(result.configurations.every((row) => row.allOk));
@@ -36,6 +37,15 @@ describe('npm run bench (smoke: one short round, so the harness cannot rot)', ()
     assert.equal(typeof result.callerOverheadMicrosPerCall, 'number');
     // A and B offered the same evenly spaced load, every answer 200.
     assert.ok(result.sameLoad.rate > 0 && result.sameLoad.allOk && result.sameLoad.a.p99 > 0 && result.sameLoad.b.p99 > 0);
+    // The relay from outbox to ledger on both paths (.ci/run starts NATS and PostgreSQL): every event reached the ledger once.
+    assert.equal(result.relay.targetEventsPerSecond, 5000);
+    assert.deepEqual(result.relay.paths.map((path) => path.path), ['SQLite outbox → in-process SQLite ledger', 'PostgreSQL outbox → JetStream → usage-ledger → PostgreSQL ledger']);
+    for (const path of result.relay.paths) {
+      assert.equal(path.skipped, false, path.reason);
+      assert.equal(path.events, 2000);
+      assert.ok(path.eventsPerSecond! > 0);
+    }
+    assert.match(bench.stdoutLines.join('\n'), /usage relay, outbox to ledger \(2000 events each, target ≥ 5000 events\/s\):\n {2}SQLite outbox → in-process SQLite ledger: \d+ events\/s/);
     await dir.remove();
   });
 });

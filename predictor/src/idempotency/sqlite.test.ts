@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { UsageEvent } from '@m2m/common';
 import Database from 'better-sqlite3';
 import { SqliteIdempotencyStore } from './sqlite.js';
 import { UnsupportedIdempotencySchema } from './store.js';
@@ -171,6 +172,68 @@ describe('SqliteIdempotencyStore durability', () => {
       assert.equal((await restarted.claim('client-a', 'running', 'fp-1')).outcome, 'claimed');
     } finally {
       await restarted.close();
+    }
+  });
+});
+
+describe('SqliteIdempotencyStore usage outbox (group commit)', () => {
+  const usage = (id: string): UsageEvent => ({
+    id,
+    type: 'prediction.executed',
+    clientId: 'client-a',
+    plan: 'standard',
+    credential: { method: 'api-key', id: 'key-1' },
+    rows: 1,
+    modelId: 'iris',
+    idempotencyKey: undefined,
+    occurredAt: '2026-11-28T12:00:00.000Z',
+  });
+  const unsentIn = (path: string): string[] => {
+    const reader = new Database(path, { readonly: true });
+    try {
+      return reader.prepare<[], { event: string }>('SELECT event FROM usage_outbox WHERE sent_at IS NULL ORDER BY seq').all().map((row) => (JSON.parse(row.event) as UsageEvent).id);
+    } finally {
+      reader.close();
+    }
+  };
+
+  it('commits the events appended at once together, in the order appended, each append resolving only once its event is in the file', async () => {
+    const path = newPath();
+    const store = SqliteIdempotencyStore.open(path);
+    try {
+      const ids = Array.from({ length: 50 }, (_, index) => `pred_${index}`);
+      const appending = ids.map((id) => store.append(usage(id)));
+      assert.deepEqual(unsentIn(path), [], 'nothing committed before the end of this turn of the event loop');
+      await Promise.all(appending);
+      assert.deepEqual(unsentIn(path), ids);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('commits on close what was appended before it', async () => {
+    const path = newPath();
+    const store = SqliteIdempotencyStore.open(path);
+    const appended = store.append(usage('pred_last'));
+    await store.close();
+    await appended;
+    assert.deepEqual(unsentIn(path), ['pred_last']);
+  });
+
+  it('rejects every append of a group whose commit failed, and commits the next group', async () => {
+    const path = newPath();
+    const store = SqliteIdempotencyStore.open(path, { busyTimeoutMs: 0 });
+    const other = new Database(path);
+    try {
+      other.exec('BEGIN IMMEDIATE'); // another process holds the write lock
+      const results = await Promise.allSettled([store.append(usage('pred_1')), store.append(usage('pred_2'))]);
+      assert.deepEqual(results.map((result) => result.status), ['rejected', 'rejected']);
+      other.exec('ROLLBACK');
+      await store.append(usage('pred_3'));
+      assert.deepEqual(unsentIn(path), ['pred_3']);
+    } finally {
+      other.close();
+      await store.close();
     }
   });
 });

@@ -133,6 +133,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   readonly #purgeSent: Database.Statement<{ cutoff: number; limit: number }>;
   /** One relay at a time in this process; processes sharing the file may deliver an event twice, which consumers absorb. */
   #relaying: Promise<unknown> = Promise.resolve();
+  readonly #appendAll: (rows: readonly { event: string; now: number }[]) => void;
+  /** Events appended since the last group commit, each with its caller's promise. */
+  #appending: Array<{ row: { event: string; now: number }; resolve: () => void; reject: (error: unknown) => void }> = [];
 
   private constructor(db: Database.Database, options: ResolvedStoreOptions) {
     this.#db = db;
@@ -174,6 +177,9 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       const { changes } = this.#complete.run(params);
       if (changes === 1 && usage) this.#appendEvent.run({ event: encodeUsageEvent(usage), now: params.now });
       return changes;
+    });
+    this.#appendAll = db.transaction((rows: readonly { event: string; now: number }[]) => {
+      for (const row of rows) this.#appendEvent.run(row);
     });
     this.#unsentEvents = db.prepare('SELECT seq, event FROM usage_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT @limit');
     const markOne = db.prepare<{ seq: number; now: number }>('UPDATE usage_outbox SET sent_at = @now WHERE seq = @seq');
@@ -249,9 +255,34 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return outcome(this.#completeTransaction(params, usage));
   }
 
+  /**
+   * Resolves once the event is committed. The events appended in one turn of the event loop
+   * commit together, in one transaction at its end (a group commit): a commit of its own per
+   * request writes its pages to the WAL again each time and brings the checkpoints (which
+   * run in the committing request) that much sooner; under the bench's load that alone took
+   * the predictor from 0.74 to 0.51 of its throughput without metering (README, Benchmark).
+   * If that commit fails, every append in it rejects.
+   */
   async append(event: UsageEvent): Promise<void> {
     this.#assertOpen();
-    this.#appendEvent.run({ event: encodeUsageEvent(event), now: this.#options.now() });
+    const row = { event: encodeUsageEvent(event), now: this.#options.now() };
+    return new Promise((resolve, reject) => {
+      if (this.#appending.push({ row, resolve, reject }) === 1) setImmediate(() => this.#commitAppends());
+    });
+  }
+
+  #commitAppends(): void {
+    const appending = this.#appending;
+    if (appending.length === 0) return;
+    this.#appending = [];
+    try {
+      this.#assertOpen();
+      this.#appendAll(appending.map(({ row }) => row));
+    } catch (error) {
+      for (const { reject } of appending) reject(error);
+      return;
+    }
+    for (const { resolve } of appending) resolve();
   }
 
   relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
@@ -307,6 +338,8 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   async close(): Promise<void> {
+    // Appends accepted before the close are committed, not dropped.
+    if (this.#db.open) this.#commitAppends();
     if (this.#db.open) this.#db.close();
   }
 

@@ -3,6 +3,8 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { TcpFaultProxy } from '../../../predictor/src/testing/tcp-fault-proxy.js';
+import { SqliteUsageLedger } from '../ledger-sqlite.js';
+import type { UsageLedger } from '../ledger.js';
 import { FakeLedger, testUsageEvent } from '../testing/fake-ledger.js';
 import { NATS_SERVER_BINARY, PrivateNatsServer } from '../testing/nats-server.js';
 import { silentLogger, TEST_NATS_URL, uniqueUsageStreamNames, waitFor, withTestNats } from '../testing/nats.js';
@@ -10,7 +12,7 @@ import type { NatsHandle } from './connection.js';
 import { UsageConsumerConnectionClosed, UsagePublishFailed } from './errors.js';
 import { JetStreamUsagePublisher } from './publisher.js';
 import { ensureUsageStream, usageSubjectIn, type UsageStreamNames } from './stream.js';
-import { runUsageConsumer, type UsageConsumerOptions } from './consumer.js';
+import { newUsageConsumerStats, runUsageConsumer, type UsageConsumerOptions } from './consumer.js';
 
 describe('runUsageConsumer', () => {
   const nats = withTestNats();
@@ -187,6 +189,92 @@ describe('runUsageConsumer', () => {
     // The new durable starts from the stream's beginning: the first event comes again, as a duplicate.
     await ledger.until((l) => l.count('duplicate') === 1);
     assert.deepEqual(await consumer.stop(), { recorded: 2, duplicates: 1, malformed: 0, failures: 0 });
+  });
+
+  /** The real SQLite ledger (in memory) with `recordBatch`, each call's size noted; while `down`, every write fails as a lost database would. */
+  function batchingLedger() {
+    const inner = SqliteUsageLedger.open(':memory:');
+    const state = { down: false, batches: [] as number[] };
+    const ledger: Pick<UsageLedger, 'record' | 'recordBatch'> = {
+      record: async (event) => {
+        if (state.down) throw new Error('ledger database unreachable');
+        return inner.record(event);
+      },
+      recordBatch: async (events) => {
+        state.batches.push(events.length);
+        if (state.down) throw new Error('ledger database unreachable');
+        return inner.recordBatch(events);
+      },
+    };
+    return { inner, ledger, state };
+  }
+
+  async function startBatching(names: UsageStreamNames, ledger: Pick<UsageLedger, 'record' | 'recordBatch'>, options: Partial<UsageConsumerOptions> = {}) {
+    const controller = new AbortController();
+    const done = runUsageConsumer({
+      js: jetstream(nats.nats().nc),
+      jsm: nats.jsm(),
+      stream: names.stream,
+      ledger,
+      logger: silentLogger,
+      retryDelayMs: 100,
+      restartDelayMs: 100,
+      ...options,
+      signal: controller.signal,
+    });
+    running.push({ controller, done });
+    return { done, stop: () => (controller.abort(), done) };
+  }
+
+  it('records the messages at hand in one transaction, up to its batch, and acks each only after it', async () => {
+    const { names, publisher } = await setUp('batches');
+    const events = Array.from({ length: 300 }, (_, index) => testUsageEvent({ clientId: `client-${index % 3}` }));
+    for (let from = 0; from < events.length; from += 100) await publisher.publishBatch(events.slice(from, from + 100));
+    // A second stored copy of one event (past the duplicate window): absorbed by the inbox.
+    await jetstream(nats.nats().nc).publish(usageSubjectIn(events[7]!.clientId, names.subjectPrefix), encodeUsageEvent(events[7]!));
+    const { inner, ledger, state } = batchingLedger();
+    const acked: string[] = [];
+    const consumer = await startBatching(names, ledger, { batch: 64, onRecorded: (event, outcome) => acked.push(`${event.id}:${outcome}`) });
+    await waitFor(() => acked.length === 301, 10_000, 'every message recorded');
+    await waitFor(async () => (await consumerState(names)).ackPending === 0, 5000, 'all acked');
+    assert.deepEqual(await consumer.stop(), { recorded: 300, duplicates: 1, malformed: 0, failures: 0 });
+    assert.equal(await inner.eventCount(), 300);
+    assert.deepEqual((await inner.report()).map((total) => total.predictions), [100, 100, 100]);
+    assert.ok(state.batches.every((size) => size <= 64), `batches of at most 64: ${state.batches.join(',')}`);
+    assert.ok(state.batches.length > 0 && state.batches.length < 100, `several events per transaction, not one each: ${state.batches.length} transactions`);
+    await inner.close();
+  });
+
+  it('records a batch the ledger refuses one message at a time: the event it cannot store is terminated, the others recorded', async () => {
+    const { names, publisher } = await setUp('batch-refused');
+    const good = [1, 2, 3, 4, 5].map(() => testUsageEvent());
+    // Decodes, but has no YYYY-MM-DD day: the ledger refuses it, and with it the whole batch.
+    const dayless = testUsageEvent({ occurredAt: '+010000-01-01T00:00:00.000Z' });
+    await publisher.publishBatch([...good.slice(0, 2), dayless, ...good.slice(2)]);
+    const { inner, ledger, state } = batchingLedger();
+    const consumer = await startBatching(names, ledger, { ackWaitMs: 1000 });
+    await waitFor(async () => (await inner.eventCount()) === 5, 10_000, 'the five good events recorded');
+    await waitFor(async () => (await consumerState(names)).ackPending === 0, 5000, 'all settled');
+    assert.deepEqual(await consumer.stop(), { recorded: 5, duplicates: 0, malformed: 1, failures: 0 });
+    assert.ok(state.batches.length >= 1);
+    await inner.close();
+  });
+
+  it('naks a batch while the ledger is down and records it once the ledger is back', async () => {
+    const { names, publisher } = await setUp('batch-down');
+    const events = [1, 2, 3].map(() => testUsageEvent());
+    await publisher.publishBatch(events);
+    const { inner, ledger, state } = batchingLedger();
+    state.down = true;
+    const stats = newUsageConsumerStats();
+    const consumer = await startBatching(names, ledger, { stats });
+    await waitFor(() => stats.failures >= 3, 10_000, 'failed records');
+    state.down = false;
+    await waitFor(async () => (await inner.eventCount()) === 3, 10_000, 'recorded once back');
+    const final = await consumer.stop();
+    assert.equal(final.recorded, 3);
+    assert.equal(final.duplicates, 0);
+    await inner.close();
   });
 
   it('survives the broker crashing and starting again: stream and consumer are on its disk, the client reconnects', { skip: !PrivateNatsServer.available() && `needs ${NATS_SERVER_BINARY}` }, async () => {
