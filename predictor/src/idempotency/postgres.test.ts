@@ -279,3 +279,39 @@ describe('PostgresIdempotencyStore outbox when the database goes away mid-round'
     }
   });
 });
+
+describe('PostgresIdempotencyStore usage outbox (group commit)', () => {
+  const usage = (id: string): UsageEvent => ({ id, type: 'prediction.executed', clientId: 'c', plan: 'standard', credential: { method: 'api-key', id: 'k' }, rows: 1, modelId: 'm', idempotencyKey: undefined, occurredAt: '2026-11-28T12:00:00.000Z' });
+
+  it('commits the events appended at once in one statement, in order, each append resolving once its event is stored', async () => {
+    const schema = newSchema();
+    const store = await open({ schema });
+    try {
+      const ids = Array.from({ length: 50 }, (_, index) => `pred_${index}`);
+      await Promise.all(ids.map((id) => store.append(usage(id))));
+      const { rows } = await admin.query<{ id: string }>(`SELECT event::jsonb->>'id' AS id FROM "${schema}".usage_outbox ORDER BY seq`);
+      assert.deepEqual(rows.map((row) => row.id), ids);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('rejects every append of a group whose statement failed, and stores the next group', { timeout: 20_000 }, async () => {
+    const { proxy, url } = await TcpFaultProxy.forUrl(TEST_DATABASE_URL, 5432);
+    const schema = newSchema();
+    await (await open({ schema })).close();
+    const store = await open({ connectionString: url, schema, pool: { max: 1 }, statementTimeoutMs: 500 });
+    try {
+      proxy.set('refuse');
+      const results = await Promise.allSettled([store.append(usage('pred_1')), store.append(usage('pred_2'))]);
+      assert.deepEqual(results.map((result) => result.status), ['rejected', 'rejected']);
+      proxy.set('up');
+      await store.append(usage('pred_3'));
+      const { rows } = await admin.query<{ id: string }>(`SELECT event::jsonb->>'id' AS id FROM "${schema}".usage_outbox ORDER BY seq`);
+      assert.deepEqual(rows.map((row) => row.id), ['pred_3']);
+    } finally {
+      await store.close();
+      await proxy.close();
+    }
+  });
+});

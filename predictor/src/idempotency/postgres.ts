@@ -126,6 +126,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly #table: string;
   readonly #fence: string;
   readonly #outbox: string;
+  /** Events appended since the last group commit, each with its caller's promise. */
+  #appending: { event: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   readonly #now: () => Promise<number>;
   #closing: Promise<void> | undefined;
 
@@ -270,9 +272,32 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     return leaseOutcome(result.rowCount);
   }
 
-  async append(event: UsageEvent): Promise<void> {
+  /**
+   * Resolves once the event is committed. The events appended in one turn of the event loop
+   * commit together in one INSERT (a group commit): one commit per request would make every
+   * request without a key wait for its own WAL flush. If that statement fails, every append in
+   * it rejects.
+   */
+  append(event: UsageEvent): Promise<void> {
     this.#assertOpen();
-    await this.#pool.query(`INSERT INTO ${this.#outbox} (event, created_at) VALUES ($1, $2)`, [encodeUsageEvent(event), await this.#now()]);
+    return new Promise((resolve, reject) => {
+      if (this.#appending.push({ event: encodeUsageEvent(event), resolve, reject }) === 1) setImmediate(() => void this.#commitAppends());
+    });
+  }
+
+  async #commitAppends(): Promise<void> {
+    const appending = this.#appending;
+    this.#appending = [];
+    try {
+      await this.#pool.query(`INSERT INTO ${this.#outbox} (event, created_at) SELECT event, $2 FROM unnest($1::text[]) AS event`, [
+        appending.map((each) => each.event),
+        await this.#now(),
+      ]);
+    } catch (error) {
+      for (const { reject } of appending) reject(error);
+      return;
+    }
+    for (const { resolve } of appending) resolve();
   }
 
   async relay(limit: number, deliver: (events: UsageEvent[]) => Promise<ReadonlySet<string>>): Promise<RelayRound> {
