@@ -129,4 +129,26 @@ describe('executeOnce: the lease is renewed while the model runs', () => {
     assert.deepEqual(outcomes, ['lease_lost']);
     assert.equal((await store.claim(SCOPE.clientId, SCOPE.key, SCOPE.fingerprint)).outcome, 'in-flight', 'the successor still holds the key');
   });
+
+  it('never starts a renewal while the previous one is still waiting on a slow store', async () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    const store = new MemoryIdempotencyStore({ now: new ManualClock().now });
+    let renewals = 0;
+    store.renew = () => {
+      renewals += 1;
+      return new Promise<LeaseOutcome>(() => {}); // a store that never answers
+    };
+    const { deps } = setup(store);
+    let finish!: () => void;
+    const running = executeOnce(deps, SCOPE, () => new Promise<Execution>((resolve) => (finish = () => resolve(executed('pred_slow')))));
+    await Promise.resolve();
+    for (let beat = 0; beat < 6; beat += 1) {
+      mock.timers.tick(LEASE_MS / 3);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(renewals, 1, 'one renewal outstanding, not one per beat');
+    finish();
+    mock.timers.reset();
+    void running.catch(() => {});
+  });
 });
