@@ -135,13 +135,26 @@ export class ScenarioRun {
     return { tokens, client };
   }
 
-  /** Logical predictions, `concurrency` at a time, until `durationMs` has passed; each with its own key. */
-  async traffic(client: PredictorClient, options: { durationMs: number; concurrency?: number; pauseMs?: number }): Promise<PredictionOutcome[]> {
+  /**
+   * Logical predictions, `concurrency` at a time, each with its own key, until `durationMs` has passed
+   * and, if given, `continueUntil` holds on the outcomes so far (checked up to `durationMs + maxExtraMs`):
+   * a check about calls made after some event waits for such calls instead of hoping the timing left room.
+   */
+  async traffic(
+    client: PredictorClient,
+    options: { durationMs: number; concurrency?: number; pauseMs?: number; continueUntil?: { condition: (outcomes: PredictionOutcome[]) => boolean; maxExtraMs: number } },
+  ): Promise<PredictionOutcome[]> {
     const outcomes: PredictionOutcome[] = [];
     const until = this.elapsed() + options.durationMs;
+    const hardStop = until + (options.continueUntil?.maxExtraMs ?? 0);
+    const keepGoing = () => {
+      const now = this.elapsed();
+      if (now < until) return true;
+      return options.continueUntil !== undefined && now < hardStop && !options.continueUntil.condition(outcomes);
+    };
     let index = 0;
     const worker = async () => {
-      while (this.elapsed() < until) {
+      while (keepGoing()) {
         const key = randomUUID();
         const startedAt = this.elapsed();
         const inputs = [ROWS[index++ % ROWS.length]!];

@@ -60,6 +60,7 @@ export const storeOutage: Scenario = {
     const sides = await Promise.all((['fail-closed', 'degrade'] as const).map((policy) => startSide(run, policy, runId)));
 
     const t0 = run.elapsed();
+    const restoredAt = t0 + TIMELINE.at(-1)!.atMs;
     const traffic = Promise.all(
       sides.map(async (side) => {
         const { client } = run.caller({
@@ -74,7 +75,14 @@ export const storeOutage: Scenario = {
             if (event.status === 500) side.serverErrorsSeen += 1;
           },
         });
-        side.outcomes = await run.traffic(client, { durationMs: TRAFFIC_MS, concurrency: 3, pauseMs: 20 });
+        // Calls that began during the last outage may still be retrying when TRAFFIC_MS ends (a fail-closed
+        // call can wait out a 5 s lease): keep sending until some call started after the restore has succeeded.
+        side.outcomes = await run.traffic(client, {
+          durationMs: TRAFFIC_MS,
+          concurrency: 3,
+          pauseMs: 20,
+          continueUntil: { condition: (outcomes) => outcomes.some((outcome) => outcome.ok && outcome.startedAt >= restoredAt), maxExtraMs: 30_000 },
+        });
       }),
     );
     for (const step of TIMELINE) {
@@ -85,7 +93,6 @@ export const storeOutage: Scenario = {
         }
       });
     }
-    const restoredAt = t0 + TIMELINE.at(-1)!.atMs;
     await traffic;
 
     run.trace.note('Operator', 'engines up: every key with a 2xx sent again (same key, same body)');
