@@ -8,6 +8,8 @@ export const ENTRIES = Object.freeze([
   { name: 'keys-generate', source: 'auth-server/src/keys/keys-generate.ts' },
   { name: 'admin', source: 'auth-server/src/admin-cli.ts' },
   { name: 'predictor', source: 'predictor/src/main.ts' },
+  // The predictor's usage relay thread (predictor/src/usage/relay-thread.ts); main.ts names this file.
+  { name: 'predictor-usage-relay', source: 'predictor/src/usage/relay-worker.ts' },
   { name: 'apikey', source: 'predictor/src/apikey-cli.ts' },
   { name: 'usage-ledger', source: 'usage/src/main.ts' },
   { name: 'usage', source: 'usage/src/usage-cli.ts' },

@@ -11,6 +11,7 @@ import { createMetrics } from './http/metrics.js';
 import { loadPlansFile, PlansError } from './limits/plans.js';
 import { IdempotencyPurger } from './idempotency/purger.js';
 import { openUsagePipeline } from './usage/open.js';
+import { UsageRelayThreadFailed } from './usage/relay-thread.js';
 import { loadIrisModel } from './model/index.js';
 import { listen } from './server.js';
 import { openStores, StoreStartupError } from './stores/open.js';
@@ -43,9 +44,11 @@ let stores;
 let usage;
 try {
   stores = await openStores(config, { logger, metrics });
-  usage = await openUsagePipeline(config, stores.idempotencyStore, { logger, metrics });
+  // The relay thread's module: beside this one under tsx; its own bundle beside dist/predictor.js (scripts/build-entries.mjs).
+  const relayWorker = import.meta.url.endsWith('.ts') ? new URL('./usage/relay-worker.ts', import.meta.url) : new URL('./predictor-usage-relay.js', import.meta.url);
+  usage = await openUsagePipeline(config, stores.idempotencyStore, { logger, metrics, relayWorker });
 } catch (error) {
-  if (error instanceof StoreStartupError || error instanceof UsageDatabaseUnreachable) {
+  if (error instanceof StoreStartupError || error instanceof UsageDatabaseUnreachable || error instanceof UsageRelayThreadFailed) {
     process.stderr.write(`predictor: ${error.message}\n`);
     process.exit(1);
   }

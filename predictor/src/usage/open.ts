@@ -5,10 +5,11 @@ import { JetStreamUsageSink, PostgresUsageLedger, SqliteUsageLedger } from '@m2m
 import type { PredictorConfig } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
 import type { UsageOutbox } from './outbox.js';
-import { UsageRelay, type UsageDelivery } from './relay.js';
+import { UsageRelay, type UsageDelivery, type UsageRelayControl } from './relay.js';
+import { UsageRelayThread } from './relay-thread.js';
 
 export interface UsagePipeline {
-  relay: UsageRelay;
+  relay: UsageRelayControl;
   /** The ledger in this process (no NATS_URL), for its admin reads; undefined when the usage-ledger process keeps it. */
   ledger: SqliteUsageLedger | PostgresUsageLedger | undefined;
   close(): Promise<void>;
@@ -19,7 +20,11 @@ export interface UsagePipeline {
  * process consumes them), else straight into a ledger in this process, next to the
  * idempotency store (`usage.db` beside `idempotency.db`, or the same PostgreSQL schema).
  */
-export async function openUsagePipeline(config: PredictorConfig, outbox: UsageOutbox, deps: { logger: Logger; metrics: Metrics }): Promise<UsagePipeline> {
+export async function openUsagePipeline(
+  config: PredictorConfig,
+  outbox: UsageOutbox,
+  deps: { logger: Logger; metrics: Metrics; /** The relay thread's module (see UsageRelayThread). */ relayWorker: URL },
+): Promise<UsagePipeline> {
   if (config.natsUrl) {
     const sink = new JetStreamUsageSink({ url: config.natsUrl, name: 'predictor', logger: deps.logger, stream: config.usageStream, subjectPrefix: config.usageSubjectPrefix });
     const relay = new UsageRelay({ outbox, deliver: rehearsed(config, deps.logger, (events) => sink.deliver(events)), sink: 'jetstream', logger: deps.logger, metrics: deps.metrics });
@@ -32,6 +37,32 @@ export async function openUsagePipeline(config: PredictorConfig, outbox: UsageOu
       },
     };
   }
+  if (config.idempotencyStore === 'sqlite') {
+    // Opened here first (its migrations run once), then read by the admin endpoint; the thread records into it.
+    const ledgerPath = join(config.dataDir, 'usage.db');
+    const ledger = SqliteUsageLedger.open(ledgerPath);
+    const relay = await UsageRelayThread.start({
+      entry: deps.relayWorker,
+      outboxPath: join(config.dataDir, 'idempotency.db'),
+      ledgerPath,
+      logLevel: config.logLevel,
+      outbox,
+      logger: deps.logger,
+      metrics: deps.metrics,
+    }).catch(async (error: unknown) => {
+      await ledger.close();
+      throw error;
+    });
+    return {
+      relay,
+      ledger,
+      async close() {
+        await relay.stop();
+        await ledger.close();
+      },
+    };
+  }
+  // PostgreSQL (the same schema) or memory (an in-memory outbox, e.g. IDEMPOTENCY_STORE=memory): relayed on this thread.
   const ledger =
     config.idempotencyStore === 'postgres'
       ? await PostgresUsageLedger.open({ connectionString: config.databaseUrl!, schema: config.databaseSchema })

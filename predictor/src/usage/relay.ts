@@ -6,13 +6,36 @@ import type { OutboxBacklog, UsageOutbox } from './outbox.js';
 /** Where relayed events go; resolves with the ids it durably accepted (a JetStream ack, a ledger commit). */
 export type UsageDelivery = (events: UsageEvent[]) => Promise<ReadonlySet<string>>;
 
+/** What the predictor needs of a relay, whether it runs on this thread (UsageRelay) or on its own (UsageRelayThread). */
+export interface UsageRelayControl {
+  /** Where the events go (`jetstream`, `in-process`). */
+  readonly sink: string;
+  start(): void;
+  /** Ends the loop after its current round (whose events are then marked, or delivered again later). */
+  stop(): Promise<void>;
+  /** One round now: tests and the shutdown's last drain. Resolves with the events delivered. */
+  relayOnce(): Promise<number>;
+  /** For /readyz and /metrics: the backlog and whether the last round reached the sink. */
+  status(): Promise<UsageRelayStatus>;
+}
+
+export interface UsageRelayStatus {
+  sink: string;
+  up: boolean;
+  backlog: number;
+  oldestAgeSeconds: number | undefined;
+}
+
+/** The relay's metrics; a relay on another thread forwards them to the registry. */
+export type UsageRelayMetrics = Pick<Metrics, 'usageRelayed' | 'usageRelayFailures' | 'usageBacklog' | 'usageOldestAge'>;
+
 export interface UsageRelayOptions {
   outbox: UsageOutbox;
   deliver: UsageDelivery;
   /** `jetstream` or `in-process`, for logs and /readyz. */
   sink: string;
   logger: Logger;
-  metrics: Metrics;
+  metrics: UsageRelayMetrics;
   /** Events per round. Default 500. */
   batchSize?: number;
   /** Wait after a round that found less than a batch (ms). Default 200. */
@@ -29,7 +52,7 @@ export interface UsageRelayOptions {
  * again, and the consumer's inbox absorbs the repeat. While the sink (or the outbox's
  * database) is down the outbox only grows; predictions do not wait for it.
  */
-export class UsageRelay {
+export class UsageRelay implements UsageRelayControl {
   readonly #options: Required<UsageRelayOptions>;
   readonly #stop = new AbortController();
   #loop: Promise<void> | undefined;
@@ -40,7 +63,6 @@ export class UsageRelay {
     this.#options = { batchSize: 500, idleMs: 200, backoffMs: 250, maxBackoffMs: 5_000, ...options };
   }
 
-  /** Where the events go (`jetstream`, `in-process`). */
   get sink(): string {
     return this.#options.sink;
   }
@@ -49,21 +71,18 @@ export class UsageRelay {
     this.#loop ??= this.#run();
   }
 
-  /** Ends the loop after its current round (whose events are then marked, or delivered again later). */
   async stop(): Promise<void> {
     this.#stop.abort();
     await this.#loop;
   }
 
-  /** One round now: tests and the shutdown's last drain. */
   async relayOnce(): Promise<number> {
     const { delivered } = await this.#options.outbox.relay(this.#options.batchSize, this.#options.deliver);
     this.#options.metrics.usageRelayed.inc(delivered);
     return delivered;
   }
 
-  /** For /readyz and /metrics: the backlog and whether the last round reached the sink. */
-  async status(): Promise<{ sink: string; up: boolean; backlog: number; oldestAgeSeconds: number | undefined }> {
+  async status(): Promise<UsageRelayStatus> {
     const backlog = await this.#options.outbox.backlog().catch(() => this.#lastBacklog);
     this.#lastBacklog = backlog;
     this.#recordBacklog(backlog);
