@@ -11,6 +11,7 @@ export {
   type ShutdownOptions,
 } from './shutdown.js';
 export {
+  checkUsageEvent,
   decodeUsageEvent,
   encodeUsageEvent,
   MalformedUsageEvent,

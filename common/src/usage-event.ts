@@ -38,7 +38,16 @@ export function decodeUsageEvent(data: string | Uint8Array): UsageEvent {
   } catch {
     throw new MalformedUsageEvent('not JSON');
   }
-  const event = parsed as Record<string, unknown> | null;
+  return checkUsageEvent(parsed);
+}
+
+/**
+ * Checks every field of a value that should be an event (parsed JSON, or an object handed
+ * over in process) and returns a clean copy with `occurredAt` normalised; throws
+ * MalformedUsageEvent naming the first field that is wrong.
+ */
+export function checkUsageEvent(value: unknown): UsageEvent {
+  const event = value as Record<string, unknown> | null;
   const fail = (field: string): never => {
     throw new MalformedUsageEvent(`bad or missing field "${field}"`);
   };

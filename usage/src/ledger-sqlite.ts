@@ -67,6 +67,13 @@ interface EntryParams extends LedgerEntry {
   now: number;
 }
 
+interface DailyParams {
+  clientId: string;
+  day: string;
+  predictions: number;
+  rows: number;
+}
+
 interface FilterParams {
   clientId: string | null;
   day: string | null;
@@ -81,7 +88,7 @@ export class SqliteUsageLedger implements UsageLedger {
   readonly #db: Database.Database;
   readonly #now: () => number;
   readonly #insertInbox: Database.Statement<EntryParams>;
-  readonly #addToDaily: Database.Statement<LedgerEntry>;
+  readonly #addToDaily: Database.Statement<DailyParams>;
   readonly #report: Database.Statement<FilterParams, UsageTotal>;
   readonly #count: Database.Statement<{ clientId: string | null }, { events: number }>;
   readonly #ping: Database.Statement<[], unknown>;
@@ -97,8 +104,8 @@ export class SqliteUsageLedger implements UsageLedger {
        ON CONFLICT (event_id) DO NOTHING`,
     );
     this.#addToDaily = db.prepare(
-      `INSERT INTO usage_daily (client_id, day, predictions, rows) VALUES (@clientId, @day, 1, @rows)
-       ON CONFLICT (client_id, day) DO UPDATE SET predictions = predictions + 1, rows = rows + excluded.rows`,
+      `INSERT INTO usage_daily (client_id, day, predictions, rows) VALUES (@clientId, @day, @predictions, @rows)
+       ON CONFLICT (client_id, day) DO UPDATE SET predictions = predictions + excluded.predictions, rows = rows + excluded.rows`,
     );
     this.#report = db.prepare(
       `SELECT client_id AS clientId, day, predictions, rows FROM usage_daily
@@ -112,11 +119,19 @@ export class SqliteUsageLedger implements UsageLedger {
     const record = db.transaction((entries: readonly LedgerEntry[]): Set<string> => {
       const now = this.#now();
       const inserted = new Set<string>();
+      // One update per client and day of the batch, not one per event: a batch is mostly a few clients' events.
+      const totals = new Map<string, DailyParams>();
       for (const entry of entries) {
         if (this.#insertInbox.run({ ...entry, now }).changes !== 1) continue; // seen before: the inbox absorbs it
-        this.#addToDaily.run(entry);
         inserted.add(entry.eventId);
+        const group = `${entry.day} ${entry.clientId}`;
+        const total = totals.get(group);
+        if (total) {
+          total.predictions += 1;
+          total.rows += entry.rows;
+        } else totals.set(group, { clientId: entry.clientId, day: entry.day, predictions: 1, rows: entry.rows });
       }
+      for (const total of totals.values()) this.#addToDaily.run(total);
       return inserted;
     });
     // BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it; a

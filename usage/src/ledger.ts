@@ -1,4 +1,4 @@
-import { decodeUsageEvent, encodeUsageEvent, MalformedUsageEvent, usageDay, type UsageEvent } from '@m2m/common';
+import { checkUsageEvent, MalformedUsageEvent, usageDay, type UsageEvent } from '@m2m/common';
 
 /**
  * The usage ledger: counts each usage event exactly once, however often it is delivered. An
@@ -114,13 +114,7 @@ export function checkUsageFilter(filter: UsageFilter = {}): UsageFilter {
  * normalized UTC instant, so an offset such as `-05:00` lands on the right UTC day.
  */
 export function toLedgerEntry(event: UsageEvent): LedgerEntry {
-  let checked: UsageEvent;
-  try {
-    checked = decodeUsageEvent(encodeUsageEvent(event));
-  } catch (error) {
-    if (error instanceof MalformedUsageEvent) throw error;
-    throw new MalformedUsageEvent('not an encodable event', { cause: error });
-  }
+  const checked = checkUsageEvent(event);
   const day = usageDay(checked);
   // A year outside 0000–9999 serializes as ±YYYYYY and has no YYYY-MM-DD day.
   if (!isUsageDay(day)) throw new MalformedUsageEvent('bad or missing field "occurredAt"');
