@@ -1,6 +1,10 @@
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_SHUTDOWN_GRACE_MS, EnvReader, LOG_LEVELS, SHUTDOWN_GRACE_RANGE, type Env, type LogLevel } from '@m2m/common';
 import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients/seeds.js';
+import { DEFAULT_CLIENT_AUTH_LIMITS, type ClientAuthLimits } from './client-auth/failure-throttle.js';
+
+/** Default bound on a client assertion's lifetime (s): openid-client signs for 60 s; 5 min leaves room for slow clocks. */
+const DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME = 300;
 
 export interface AuthServerConfig {
   /** Listening port; 0 picks a free one (the issuer then follows the bound port). */
@@ -32,6 +36,10 @@ export interface AuthServerConfig {
   stateSyncMs: number;
   /** How long requests in flight may finish after SIGTERM before their connections are closed (ms). */
   shutdownGraceMs: number;
+  /** The longest lifetime (seconds) of a private_key_jwt client assertion that is accepted (exp - iat, or exp - now). */
+  clientAssertionMaxLifetimeSeconds: number;
+  /** Brute-force protection of client authentication (client-auth/failure-throttle.ts). */
+  clientAuthLimits: Pick<ClientAuthLimits, 'clientFreeFailures' | 'clientMaxDelayMs' | 'addressBurst' | 'addressRefillMs'>;
   logLevel: LogLevel;
 }
 
@@ -57,6 +65,8 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     databaseSchema: read.identifier('DATABASE_SCHEMA', 'public'),
     stateSyncMs: read.integer('STATE_SYNC_MS', 2_000, { min: 100, max: 60_000 }),
     shutdownGraceMs: read.integer('SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_RANGE),
+    clientAssertionMaxLifetimeSeconds: read.integer('CLIENT_ASSERTION_MAX_LIFETIME', DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME, { min: 10, max: 3_600 }),
+    clientAuthLimits: readClientAuthLimits(read),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }
@@ -88,6 +98,17 @@ function readClients(read: EnvReader, production: boolean): ClientRegistration[]
     throw new ConfigError('CLIENTS_FILE: no clients configured (set CLIENTS_FILE, or the DEMO_*_SECRET variables of dev.env in development)');
   }
   return clients;
+}
+
+function readClientAuthLimits(read: EnvReader): AuthServerConfig['clientAuthLimits'] {
+  const perAddressPerMinute = read.integer('CLIENT_AUTH_FAILURES_PER_ADDRESS', DEFAULT_CLIENT_AUTH_LIMITS.addressBurst, { min: 0, max: 10_000 });
+  return {
+    clientFreeFailures: read.integer('CLIENT_AUTH_FAILURES_PER_CLIENT', DEFAULT_CLIENT_AUTH_LIMITS.clientFreeFailures, { min: 1, max: 1_000 }),
+    clientMaxDelayMs: read.integer('CLIENT_AUTH_MAX_DELAY_SECONDS', DEFAULT_CLIENT_AUTH_LIMITS.clientMaxDelayMs / 1000, { min: 1, max: 3_600 }) * 1000,
+    // A burst of N failures, earned back at N a minute; 0: no per-address limit.
+    addressBurst: perAddressPerMinute,
+    addressRefillMs: perAddressPerMinute === 0 ? DEFAULT_CLIENT_AUTH_LIMITS.addressRefillMs : Math.ceil(60_000 / perAddressPerMinute),
+  };
 }
 
 function readAdmin(read: EnvReader): Pick<AuthServerConfig, 'adminPort' | 'adminHost' | 'adminToken'> {

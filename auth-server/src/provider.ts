@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import Provider, { errors, type Adapter, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { StoredClient } from './clients/registry.js';
 import { SIGNING_ALG, type SigningKey } from './keys/signing-key-file.js';
+import { assertClientAssertionLifetime } from './client-auth/assertion-lifetime.js';
+import { restrictToMachineEndpoints } from './metadata.js';
 
 /** The scopes the predictor understands (contract, section 3). */
 export const PREDICTOR_SCOPES = ['predict', 'models:read'] as const;
@@ -22,6 +24,24 @@ export interface ProviderOptions {
   verifySecret: (clientId: string, presented: string) => boolean;
   /** Storage shared by replicas; undefined: oidc-provider's in-memory adapter. */
   adapter?: (new (model: string) => Adapter) | undefined;
+  /** The longest private_key_jwt assertion lifetime accepted (seconds); undefined: no bound. */
+  clientAssertionMaxLifetimeSeconds?: number | undefined;
+}
+
+/** oidc-provider's default `clockTolerance` (seconds), which this configuration keeps. */
+const CLOCK_TOLERANCE_SECONDS = 15;
+
+/**
+ * RFC 6749 section 5.2: a scope that is unknown or malformed is `invalid_scope`.
+ * oidc-provider drops any scope its resource server does not define (`scope=admin` gave
+ * a token without scope). Called from getResourceServerInfo, the hook every token
+ * request passes after client authentication, before scopes are filtered.
+ */
+function rejectUnknownScopes(scope: unknown): void {
+  if (typeof scope !== 'string') return;
+  const known = new Set<string>(PREDICTOR_SCOPES);
+  const unknown = scope.split(' ').filter((value) => !known.has(value));
+  if (unknown.length > 0) throw new errors.InvalidScope('requested scope is not supported', unknown.join(' '));
 }
 
 function toClientMetadata(client: StoredClient): ClientMetadata {
@@ -73,6 +93,16 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
       id_token_signed_response_alg: SIGNING_ALG,
     },
     extraClientMetadata: { properties: ['plan'] },
+    clockTolerance: CLOCK_TOLERANCE_SECONDS,
+    ...(options.clientAssertionMaxLifetimeSeconds === undefined
+      ? {}
+      : {
+          assertJwtClientAuthClaimsAndHeader: assertClientAssertionLifetime({
+            maxSeconds: options.clientAssertionMaxLifetimeSeconds,
+            toleranceSeconds: CLOCK_TOLERANCE_SECONDS,
+            nowSeconds: () => Math.floor(Date.now() / 1000),
+          }),
+        }),
     extraTokenClaims: (ctx: KoaContextWithOIDC) => ({ plan: ctx.oidc.client?.['plan'] }),
     features: {
       clientCredentials: { enabled: true },
@@ -88,8 +118,9 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
         enabled: true,
         defaultResource: () => audience,
         useGrantedResource: () => true,
-        getResourceServerInfo: (_ctx, resourceIndicator) => {
+        getResourceServerInfo: (ctx, resourceIndicator) => {
           if (resourceIndicator !== audience) throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+          rejectUnknownScopes(ctx.oidc.params?.['scope']);
           return predictor;
         },
       },
@@ -104,6 +135,7 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
   };
 
   const provider = new Provider(options.issuer, configuration);
+  restrictToMachineEndpoints(provider, { scopes: PREDICTOR_SCOPES });
   const { verifySecret } = options;
   provider.Client.prototype.compareClientSecret = function compareHashedSecret(this: { clientId: string }, actual: string) {
     return verifySecret(this.clientId, actual);

@@ -958,7 +958,7 @@ describe('the distributed profile', () => {
       }
     }
     const headers = new Map(all.filter((directive) => directive.name === 'proxy_set_header').map((directive) => [directive.args[0]!.toLowerCase(), directive.args[1]]));
-    // oidc-provider builds its discovery URLs (jwks_uri, token_endpoint) from the Host of the request.
+    // The replicas see the name clients used (their metadata URLs come from ISSUER, not from the Host).
     assert.equal(headers.get('host'), '$http_host', `${lb.configPath}: pass the client's Host (proxy_set_header Host $http_host)`);
     assert.match(headers.get('x-forwarded-for') ?? '', /\$proxy_add_x_forwarded_for/, `${lb.configPath}: set X-Forwarded-For`);
     assert.equal(headers.get('x-forwarded-proto'), '$scheme', `${lb.configPath}: set X-Forwarded-Proto`);

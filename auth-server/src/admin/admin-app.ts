@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Logger } from '@m2m/common';
+import type { AuthMetrics } from '../metrics.js';
 import { OperationError, type AuthOperations } from '../operations.js';
 
 export interface AdminStats {
@@ -13,11 +14,15 @@ const digest = (value: string) => createHash('sha256').update(value).digest();
 
 /**
  * The admin API (JSON). Every route needs `Authorization: Bearer <ADMIN_TOKEN>`,
- * compared in constant time; main.ts also binds it to loopback by default.
+ * compared in constant time; main.ts also binds it to loopback by default. Except
+ * `GET /metrics` (Prometheus text, counters only): a scraper needs no admin power.
  */
-export function buildAdminApp(deps: { operations: AuthOperations; adminToken: string; stats: () => AdminStats; logger: Logger }): Hono {
+export function buildAdminApp(deps: { operations: AuthOperations; adminToken: string; stats: () => AdminStats; logger: Logger; metrics?: AuthMetrics }): Hono {
   const app = new Hono();
   const expected = digest(deps.adminToken);
+
+  const { metrics } = deps;
+  if (metrics) app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'content-type': metrics.registry.contentType }));
 
   app.use(async (c, next) => {
     const presented = c.req.header('authorization')?.match(/^Bearer (\S+)$/)?.[1];

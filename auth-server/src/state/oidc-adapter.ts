@@ -1,12 +1,25 @@
 import type pg from 'pg';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { ClientAssertionReplayed } from '../client-auth/errors.js';
+
+/**
+ * oidc-provider's `ReplayDetection.unique(iss, jti, exp)` is `find(id)`, then, if nothing
+ * was found, `upsert(id, …, exp - now)`: two requests carrying the same assertion can both
+ * find nothing (two replicas, or two requests in one process awaiting the database) and
+ * both be accepted. Its answer cannot be made atomic from outside, but the upsert can: for
+ * this model an adapter inserts only when no live record exists (an expired one, not yet
+ * purged, is replaced) and the insert that loses throws ClientAssertionReplayed, an
+ * `invalid_client` that oidc-provider renders like its own "used once" refusal. The unique
+ * key of the table (or PostgreSQL's, across replicas) decides: exactly one wins.
+ * Overriding `unique` itself would mean patching the library's model classes.
+ */
+export const REPLAY_DETECTION_MODEL = 'ReplayDetection';
 
 /**
  * oidc-provider's storage on the PostgreSQL the replicas share. With client credentials
  * and JWT access tokens the provider stores little, but what it stores must be seen by
  * every replica: the ReplayDetection records that stop a private_key_jwt assertion from
- * being accepted once per replica. (oidc-provider's own `unique` is find-then-insert, so
- * two replicas receiving the same assertion in the same instant may both accept it.)
+ * being accepted once per replica, inserted atomically (REPLAY_DETECTION_MODEL above).
  */
 export function postgresAdapter(pool: pg.Pool, schema: string): new (model: string) => Adapter {
   const table = `${schema}.oidc_models`;
@@ -16,6 +29,18 @@ export function postgresAdapter(pool: pg.Pool, schema: string): new (model: stri
     constructor(private readonly model: string) {}
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
+      if (this.model === REPLAY_DETECTION_MODEL) {
+        // Atomic check-and-record (see REPLAY_DETECTION_MODEL): no row back means a live record holds this jti.
+        const { rowCount } = await pool.query(
+          `INSERT INTO ${table} AS existing (model, id, payload, expires_at)
+           VALUES ($1, $2, $3, now() + make_interval(secs => greatest($4::int, 1)))
+           ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, expires_at = excluded.expires_at
+           WHERE existing.expires_at <= now()`,
+          [this.model, id, JSON.stringify(payload), Math.ceil(expiresIn)],
+        );
+        if (rowCount === 0) throw new ClientAssertionReplayed();
+        return;
+      }
       await pool.query(
         `INSERT INTO ${table} (model, id, payload, grant_id, user_code, uid, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7::int > 0 THEN now() + make_interval(secs => $7::int) END)
