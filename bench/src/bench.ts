@@ -297,7 +297,7 @@ try {
   const plans = `${data.path}/plans.json`;
   // A plan large enough never to refuse: the bench measures the checks, not the refusals.
   await writeFile(plans, JSON.stringify({ plans: { standard: { burst: 1e12, refillPerSecond: 1e12, dailyQuota: 1e14 } }, defaultPlan: 'standard' }));
-  const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
+  const predictorEnv = (store: string, dir: string, port: number) => ({ PREDICTOR_PORT: String(port), METRICS_PORT: '0', ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE, PLANS_FILE: plans, IDEMPOTENCY_STORE: store, PREDICTOR_DATA_DIR: dir, API_KEYS: 'false' });
   /**
    * `--profile`: one more A and one more B (memory) under `node --cpu-prof`, loaded like the
    * others after the rounds, so the sampling never slows a measured configuration. The profiles

@@ -5,6 +5,8 @@ import { SignJWT } from 'jose';
 import { buildApp } from './app.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { KeysUnavailable } from './http/problems.js';
+import { createIrisModel } from './model/index.js';
+import committedWeights from './model/iris-softmax.weights.json' with { type: 'json' };
 import { testDeps } from './testing/test-app.js';
 import { createTestIssuer, TEST_AUDIENCE, TEST_ISSUER, unsignedToken } from './testing/test-issuer.js';
 
@@ -62,8 +64,15 @@ describe('predictor HTTP API', () => {
     assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
   });
 
+  it('answers 401 with a bare Bearer challenge (no error code) for credentials of another scheme', async () => {
+    const response = await app.request('/v1/predict', { method: 'POST', headers: { authorization: 'Basic ZGVtbzpzZWNyZXQ=' } });
+    const problem = await assertProblem(response, 401);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
+    assert.match(String(problem['detail']), /"Basic" is not supported/);
+  });
+
   for (const [name, header] of [
-    ['another scheme', 'Basic ZGVtbzpzZWNyZXQ='],
+    ['a scheme without token', 'Bearer'],
     ['extra parts', 'Bearer a b'],
     ['a token sent twice', 'Bearer abc, Bearer abc'],
   ] as const) {
@@ -147,6 +156,28 @@ describe('predictor HTTP API', () => {
     assert.deepEqual(pointers, ['', '/inputs/1', '/inputs/2/3']);
   });
 
+  it('answers 422 naming each feature past ±1e6 cm, never 200 with null probabilities ({"inputs":[[1e308,1e308,-1e308,1e308]]})', async () => {
+    const response = await predict(await issuer.token(), '{"inputs":[[1e308,1e308,-1e308,1e308]]}');
+    const problem = await assertProblem(response, 422);
+    const errors = problem['errors'] as { pointer: string; detail: string }[];
+    assert.deepEqual(errors.map((error) => error.pointer), ['/inputs/0/0', '/inputs/0/1', '/inputs/0/2', '/inputs/0/3']);
+    assert.match(errors[0]!.detail, /between -1000000 and 1000000/);
+    const atBound = await predict(await issuer.token(), { inputs: [[1e6, -1e6, 1e6, -1e6]] });
+    assert.equal(atBound.status, 200);
+    const { predictions } = (await atBound.json()) as { predictions: { probabilities: Record<string, number> }[] };
+    assert.ok(Object.values(predictions[0]!.probabilities).every(Number.isFinite));
+  });
+
+  it('answers 422 naming the row when a logit still overflows (a model with huge weights), and does not store the key', async () => {
+    const weights = { ...committedWeights, weights: committedWeights.weights.map((row) => row.map((weight) => weight * 1e303)) };
+    const huge = buildApp(testDeps({ verifyToken: async () => ({ clientId: 'c', scopes: new Set(['predict']), plan: 'standard', authMethod: 'bearer-jwt', tokenId: undefined, expiresAt: 0 }), model: createIrisModel(weights) }));
+    const send = () =>
+      huge.request('/v1/predict', { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer any', 'idempotency-key': 'huge' }, body: JSON.stringify({ inputs: [SETOSA, [1e6, 1e6, 1e6, 1e6]] }) });
+    const problem = await assertProblem(await send(), 422);
+    assert.deepEqual((problem['errors'] as { pointer: string }[]).map((error) => error.pointer), ['/inputs/1']);
+    await assertProblem(await send(), 422); // the same key again: executed again, not a stored answer
+  });
+
   it('answers 422 for no rows and for more than 1000 rows', async () => {
     const token = await issuer.token();
     await assertProblem(await predict(token, { inputs: [] }), 422);
@@ -174,6 +205,33 @@ describe('predictor HTTP API', () => {
 
   it('answers 404 as a problem', async () => {
     await assertProblem(await app.request('/v2/nothing'), 404);
+  });
+
+  it('answers GET /v1/predict with 405 and Allow: POST, as a problem (RFC 9110 section 15.5.6)', async () => {
+    const response = await app.request('/v1/predict', { headers: { authorization: `Bearer ${await issuer.token()}` } });
+    const problem = await assertProblem(response, 405);
+    assert.equal(response.headers.get('allow'), 'POST');
+    assert.match(String(problem['detail']), /\/v1\/predict answers POST only/);
+  });
+
+  it('answers every route of the app with 405 and its Allow for another method, from the route table', async () => {
+    const routes = app.routes.filter((route) => route.method !== 'ALL');
+    assert.ok(new Set(routes.map((route) => route.path)).size >= 4, 'the route table lists the routes');
+    for (const { path, method } of routes) {
+      const other = method === 'POST' ? 'PUT' : 'POST';
+      const response = await app.request(path, { method: other });
+      await assertProblem(response, 405);
+      const allowed = [...new Set(routes.filter((route) => route.path === path).map((route) => route.method))];
+      assert.deepEqual(response.headers.get('allow')?.split(', ').sort(), [...allowed, ...(allowed.includes('GET') ? ['HEAD'] : [])].sort(), `${other} ${path}`);
+    }
+    assert.equal((await app.request('/v1/models', { method: 'DELETE' })).headers.get('allow'), 'GET, HEAD');
+  });
+
+  it('keeps HEAD working on GET routes; HEAD on a POST-only route is 405', async () => {
+    const head = await app.request('/healthz', { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(await head.text(), '');
+    assert.equal((await app.request('/v1/predict', { method: 'HEAD' })).status, 405);
   });
 });
 

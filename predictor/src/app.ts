@@ -9,7 +9,8 @@ import type { TokenVerifier } from './auth/token-verifier.js';
 import type { AppEnv } from './http/app-env.js';
 import type { Metrics } from './http/metrics.js';
 import { observeRequests } from './http/observe.js';
-import { HttpProblem, InternalError, NotFound, NotReady, renderProblem } from './http/problems.js';
+import { HttpProblem, InternalError, NotReady, renderProblem } from './http/problems.js';
+import { answerUnmatched } from './http/unmatched.js';
 import type { IdempotencyStore } from './idempotency/store.js';
 import { rateLimit, rateLimitHeadersFor } from './limits/middleware.js';
 import type { PlanTable } from './limits/plans.js';
@@ -75,7 +76,6 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
     if (notReadyReason) throw new NotReady(notReadyReason, stores);
     return c.json({ status: degraded ? 'degraded' : 'ready', ...(stores ? { stores } : {}), ...(usage ? { usage } : {}) });
   });
-  app.get('/metrics', async (c) => c.body(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType }));
 
   const authenticated = [authenticate({ verifyToken: deps.verifyToken, verifyApiKey: deps.verifyApiKey }), rateLimitHeadersFor(limits)] as const;
 
@@ -103,7 +103,7 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
     }),
   );
 
-  app.notFound((c) => renderProblem(c, new NotFound(c.req.path)));
+  app.notFound(answerUnmatched(app.routes));
   app.onError((error, c) => {
     if (error instanceof HttpProblem) {
       if (error.status >= 500) deps.logger.warn({ requestId: c.get('requestId'), problem: error.slug, cause: (error.cause as Error | undefined)?.message }, 'service problem');

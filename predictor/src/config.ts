@@ -51,6 +51,9 @@ export interface PredictorConfig {
   /** Where that endpoint listens: loopback by default. */
   usageAdminPort: number;
   usageAdminHost: string;
+  /** Where `GET /metrics` listens, apart from the API: loopback by default (0 picks a free port). */
+  metricsPort: number;
+  metricsHost: string;
   /** NATS with JetStream for usage events; without it they go to the ledger in this process. */
   natsUrl: string | undefined;
   /** JetStream stream and subject prefix of usage events (deployments sharing a broker keep apart). */
@@ -119,6 +122,9 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     adminToken: read.adminToken(),
     usageAdminPort: read.port('USAGE_ADMIN_PORT', 9002),
     usageAdminHost: read.string('USAGE_ADMIN_HOST', '127.0.0.1'),
+    // 9464: the port Prometheus exporters conventionally use (OpenTelemetry's among them).
+    metricsPort: read.port('METRICS_PORT', 9464),
+    metricsHost: read.string('METRICS_HOST', '127.0.0.1'),
     natsUrl: read.serviceUrl('NATS_URL', ['nats:', 'tls:']),
     usageStream: read.string('USAGE_STREAM', 'USAGE'),
     usageSubjectPrefix: read.string('USAGE_SUBJECT_PREFIX', 'usage.predictions'),

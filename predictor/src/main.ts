@@ -8,6 +8,7 @@ import { KeySet } from './auth/key-set.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { loadPredictorConfig } from './config.js';
 import { createMetrics } from './http/metrics.js';
+import { buildMetricsApp } from './http/metrics-app.js';
 import { loadPlansFile, PlansError } from './limits/plans.js';
 import { IdempotencyPurger } from './idempotency/purger.js';
 import { openUsagePipeline } from './usage/open.js';
@@ -84,6 +85,8 @@ const app = buildApp({
 
 const shutdown = new AbortController();
 const { server, port } = await listen(app, config.port, config.host);
+// Prometheus scrapes this listener, not the API port (loopback unless METRICS_HOST says otherwise).
+const metricsListener = await listen(buildMetricsApp({ metrics, logger }), config.metricsPort, config.metricsHost);
 // The usage report, when the ledger is in this process and an ADMIN_TOKEN is set (loopback by default).
 const usageAdmin =
   usage.ledger && config.adminToken
@@ -97,7 +100,7 @@ usage.relay.start();
 
 // SIGTERM/SIGINT: requests in flight get SHUTDOWN_GRACE_MS, the stores a bounded close; exit 0, or 1 if forced.
 shutdownOnSignals({
-  listeners: { http: server, ...(usageAdmin && { 'usage-admin': usageAdmin.server }) },
+  listeners: { http: server, metrics: metricsListener.server, ...(usageAdmin && { 'usage-admin': usageAdmin.server }) },
   onStart: () => {
     shutdown.abort();
     void purger.stop();
@@ -115,4 +118,4 @@ shutdownOnSignals({
   graceMs: config.shutdownGraceMs,
 });
 // Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
-logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port }, 'listening');
+logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port, metricsPort: metricsListener.port }, 'listening');

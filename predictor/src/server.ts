@@ -1,15 +1,13 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
-import type { Hono } from 'hono';
-import type { AppEnv } from './http/app-env.js';
+import { serve, type Http2Bindings, type HttpBindings } from '@hono/node-server';
 
 /**
  * Serves the app with timeouts that cut off slow or stuck clients: the headers must
  * arrive within 10 s, the whole request within 30 s, and an idle keep-alive
  * connection is closed after 5 s.
  */
-export async function listen(app: Pick<Hono, 'fetch'>, port: number, host?: string): Promise<{ server: Server; port: number }> {
+export async function listen(app: { fetch: (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response> }, port: number, host?: string): Promise<{ server: Server; port: number }> {
   const server = await new Promise<Server>((resolve, reject) => {
     const created = serve({ fetch: app.fetch, port, ...(host ? { hostname: host } : {}) }, () => resolve(created as Server)) as Server;
     created.once('error', reject);

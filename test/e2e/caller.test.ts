@@ -28,7 +28,7 @@ describe('caller against the real servers', () => {
     const events: AttemptEvent[] = [];
     const tokens = new TokenSource({ issuer: auth.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, scope: 'predict' });
     const client = new PredictorClient({ baseUrl: predictor.url, tokens, onAttempt: (event) => events.push(event) });
-    const unauthorizedBefore = await metric(predictor.url, /^predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="401"\} (\d+)/m);
+    const unauthorizedBefore = await metric(predictor, /^predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="401"\} (\d+)/m);
     const started = performance.now();
     let calls = 0;
     while (performance.now() - started < 10_000) {
@@ -39,7 +39,7 @@ describe('caller against the real servers', () => {
     assert.ok(calls > 50);
     assert.equal(events.filter((event) => event.status === 401).length, 0);
     assert.ok(tokens.tokenRequests >= 4, `${tokens.tokenRequests} token requests in 10 s with a 3 s lifetime`);
-    const unauthorizedAfter = await metric(predictor.url, /^predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="401"\} (\d+)/m);
+    const unauthorizedAfter = await metric(predictor, /^predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="401"\} (\d+)/m);
     assert.equal(unauthorizedAfter, unauthorizedBefore, 'the predictor served no 401');
   });
 
@@ -47,8 +47,8 @@ describe('caller against the real servers', () => {
     const file = `${dataDir.path}/batch.jsonl`;
     const lines = Array.from({ length: 300 }, (_, index) => JSON.stringify({ inputs: [[4 + (index % 40) / 10, 3, 1 + (index % 50) / 10, 0.2 + (index % 20) / 10]] }));
     await writeFile(file, `${lines.join('\n')}\n`);
-    const statusCount = (status: number) => metric(predictor.url, new RegExp(`^predictor_http_requests_total\\{route="/v1/predict",method="POST",status="${status}"\\} (\\d+)`, 'm'));
-    const [ok0, limited0, executions0] = [await statusCount(200), await statusCount(429), await metric(predictor.url, /^predictor_model_executions_total (\d+)/m)];
+    const statusCount = (status: number) => metric(predictor, new RegExp(`^predictor_http_requests_total\\{route="/v1/predict",method="POST",status="${status}"\\} (\\d+)`, 'm'));
+    const [ok0, limited0, executions0] = [await statusCount(200), await statusCount(429), await metric(predictor, /^predictor_model_executions_total (\d+)/m)];
     const batch = startTypeScript('caller', 'caller/bin/caller.js', {
       ISSUER: auth.issuer,
       PREDICTOR_URL: predictor.url,
@@ -71,7 +71,7 @@ describe('caller against the real servers', () => {
     assert.equal((await statusCount(200)) - ok0, 300);
     assert.equal((await statusCount(429)) - limited0, reported429s, 'the caller counted the 429s the server sent');
     assert.equal(number(/attempts (\d+),/), 300 + reported429s);
-    assert.equal((await metric(predictor.url, /^predictor_model_executions_total (\d+)/m)) - executions0, 300, 'each line executed exactly once');
+    assert.equal((await metric(predictor, /^predictor_model_executions_total (\d+)/m)) - executions0, 300, 'each line executed exactly once');
     assert.match(summary, /latency p50 \d+ ms, p95 \d+ ms, p99 \d+ ms/);
     assert.match(summary, /progress 300\/300/);
   });

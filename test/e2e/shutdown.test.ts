@@ -194,6 +194,7 @@ describe('shutdown ends within the grace period, whatever still hangs', () => {
         PREDICTOR_PORT: predictorPort!,
         ADMIN_PORT: adminPort!,
         USAGE_ADMIN_PORT: '0',
+        METRICS_PORT: '0',
         ISSUER: `http://localhost:${authPort}`,
         DATA_DIR: `${dataDir.path}/${name}/auth`,
         PREDICTOR_DATA_DIR: `${dataDir.path}/${name}/predictor`,

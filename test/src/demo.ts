@@ -8,7 +8,8 @@ import { DEV_ENV, startAuthServer, startPredictor } from './harness/system.js';
 // `npm run demo`: starts both servers on free ports with a throw-away data directory,
 // drives the caller library through the main behaviours, prints what happened, and
 // exits 0 only if every step behaved as expected. With DEMO_TARGET=external (the
-// compose caller) it drives running servers instead: ISSUER, PREDICTOR_URL, ADMIN_URL.
+// compose caller) it drives running servers instead: ISSUER, PREDICTOR_URL, ADMIN_URL
+// (and USAGE_URL with METRICS_URL for the usage step).
 
 const SAMPLES: [string, IrisRow][] = [
   ['a short-petalled flower', [5.1, 3.5, 1.4, 0.2]],
@@ -30,6 +31,8 @@ interface Target {
   allowInsecureHttp: boolean;
   /** The usage report (GET /v1/usage): the ledger in the local predictor, or USAGE_URL; undefined skips that step. */
   usageUrl: string | undefined;
+  /** The predictor's metrics listener (GET /metrics), which that step compares with the ledger: the local one, or METRICS_URL. */
+  metricsUrl: string | undefined;
 }
 
 async function startLocal(): Promise<{ target: Target; stop: () => Promise<void> }> {
@@ -47,6 +50,7 @@ async function startLocal(): Promise<{ target: Target; stop: () => Promise<void>
       admin: new AdminClient(auth.adminUrl, DEV_ENV['ADMIN_TOKEN']!),
       allowInsecureHttp: false,
       usageUrl: `http://127.0.0.1:${listening['usageAdminPort'] as number}`,
+      metricsUrl: predictor.metricsUrl,
     },
     stop: async () => {
       await stopAll();
@@ -63,6 +67,7 @@ function external(): Target {
     admin: new AdminClient(read.url('ADMIN_URL', 'http://127.0.0.1:9001'), DEV_ENV['ADMIN_TOKEN'] ?? ''),
     allowInsecureHttp: read.oneOf('ALLOW_INSECURE_HTTP', 'false', ['true', 'false']) === 'true',
     usageUrl: read.string('USAGE_URL'),
+    metricsUrl: read.string('METRICS_URL'),
   };
 }
 
@@ -148,7 +153,7 @@ async function story(target: Target): Promise<void> {
   );
   check('scope', refusal instanceof PredictorApiError && refusal.status === 403 && refusal.attempts === 1, `predict refused at once: ${refusal instanceof Error ? refusal.message : 'it was allowed'}`);
 
-  if (target.usageUrl) await usage(target.predictorUrl, target.usageUrl);
+  if (target.usageUrl && target.metricsUrl) await usage(target.metricsUrl, target.usageUrl);
 
   const attempts = events.length + freeEvents.length;
   say('\nSummary');
@@ -158,9 +163,9 @@ async function story(target: Target): Promise<void> {
 }
 
 /** Every executed prediction metered once: the ledger's totals against the predictor's own count of model runs. */
-async function usage(predictorUrl: string, usageUrl: string): Promise<void> {
+async function usage(metricsUrl: string, usageUrl: string): Promise<void> {
   say('\n7. Usage metering: each executed prediction counted once in the ledger');
-  const executions = async () => Number(/^predictor_model_executions_total (\d+)/m.exec(await (await fetch(`${predictorUrl}/metrics`)).text())?.[1] ?? 0);
+  const executions = async () => Number(/^predictor_model_executions_total (\d+)/m.exec(await (await fetch(`${metricsUrl}/metrics`)).text())?.[1] ?? 0);
   const report = async () => {
     const response = await fetch(`${usageUrl}/v1/usage`, { headers: { authorization: `Bearer ${DEV_ENV['ADMIN_TOKEN'] ?? ''}` } });
     if (!response.ok) throw new Error(`GET /v1/usage answered ${response.status}`);

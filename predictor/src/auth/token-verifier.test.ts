@@ -59,3 +59,45 @@ describe('token verification cache', () => {
     assert.equal(lookups(), 4);
   });
 });
+
+describe('token time claims (RFC 9068 section 4)', () => {
+  const TOLERANCE_SECONDS = 5;
+  async function setup() {
+    const issuer = await createTestIssuer();
+    const now = Date.UTC(2026, 10, 23, 12, 0, 0);
+    const verify = createTokenVerifier({ issuer: TEST_ISSUER, audience: TEST_AUDIENCE, algorithms: ['ES256'], clockToleranceSeconds: TOLERANCE_SECONDS, getKey: issuer.getKey, now: () => now });
+    const seconds = now / 1000;
+    return { issuer, verify, seconds };
+  }
+  const refusedFor = (pattern: RegExp) => (error: unknown) => {
+    assert.ok(error instanceof InvalidToken);
+    assert.equal(error.status, 401);
+    assert.match(error.detail, pattern);
+    assert.match(error.headers['www-authenticate'] ?? '', /error="invalid_token"/);
+    return true;
+  };
+
+  it('refuses a token issued one hour in the future', async () => {
+    const { issuer, verify, seconds } = await setup();
+    const token = await issuer.token({ claims: { iat: seconds + 3600, exp: seconds + 3900 } });
+    await assert.rejects(verify(token), refusedFor(/issued in the future/));
+  });
+
+  it('accepts an iat in the future by no more than CLOCK_TOLERANCE, and refuses one a second beyond it', async () => {
+    const { issuer, verify, seconds } = await setup();
+    await verify(await issuer.token({ claims: { iat: seconds + TOLERANCE_SECONDS, exp: seconds + 300 } }));
+    await assert.rejects(verify(await issuer.token({ claims: { iat: seconds + TOLERANCE_SECONDS + 1, exp: seconds + 300 } })), refusedFor(/issued in the future/));
+  });
+
+  it('refuses a token without iat as missing iat, not as "not yet valid"', async () => {
+    const { issuer, verify, seconds } = await setup();
+    const token = await issuer.token({ claims: { iat: undefined, exp: seconds + 300 } });
+    await assert.rejects(verify(token), refusedFor(/no "iat" claim/));
+  });
+
+  it('refuses a token whose iat is not a number', async () => {
+    const { issuer, verify, seconds } = await setup();
+    const token = await issuer.token({ claims: { iat: String(seconds) as unknown as number, exp: seconds + 300 } });
+    await assert.rejects(verify(token), refusedFor(/"iat" is not a NumericDate/));
+  });
+});

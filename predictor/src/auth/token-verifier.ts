@@ -58,6 +58,10 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     } catch (error) {
       throw toProblem(error);
     }
+    // jose checks `iat` only together with maxTokenAge; RFC 9068 section 4 asks for it on its own.
+    if ((payload.iat as number) > now() / 1000 + options.clockToleranceSeconds) {
+      throw new InvalidToken('The token was issued in the future (iat is later than now plus the allowed clock skew).');
+    }
     const principal = principalFrom(payload, keyId);
     if (cacheSize > 0) {
       if (verified.size >= cacheSize) verified.delete(verified.keys().next().value!);
@@ -88,10 +92,13 @@ function toProblem(error: unknown): HttpProblem {
   if (error instanceof HttpProblem) return error;
   if (error instanceof errors.JWTExpired) return new InvalidToken('The token has expired.');
   if (error instanceof errors.JWTClaimValidationFailed) {
+    if (error.reason === 'missing') return new InvalidToken(`The token has no "${error.claim}" claim, which RFC 9068 requires.`);
     switch (error.claim) {
       case 'nbf':
-      case 'iat':
         return new InvalidToken('The token is not yet valid.');
+      case 'iat':
+      case 'exp':
+        return new InvalidToken(`The token claim "${error.claim}" is not a NumericDate.`);
       case 'iss':
         return new InvalidToken('The token was issued by another issuer.');
       case 'aud':

@@ -19,7 +19,8 @@ export function observeRequests(logger: Logger, metrics: Metrics) {
     await next();
     const seconds = (performance.now() - started) / 1000;
     const status = c.res.status;
-    const route = c.res.status === 404 ? 'unmatched' : routePath(c, -1);
+    // 404 and 405 matched no route (only middleware): one label, whatever the path.
+    const route = status === 404 || status === 405 ? 'unmatched' : routePath(c, -1);
     metrics.requests.inc({ route, method: c.req.method, status });
     metrics.requestDuration.observe({ route, method: c.req.method }, seconds);
     const principal = c.get('principal');

@@ -56,6 +56,18 @@ export class MissingCredentials extends HttpProblem {
   }
 }
 
+/**
+ * Credentials of another scheme (Basic, Digest…): RFC 6750 section 3.1 says the challenge
+ * then carries no error code, as when no credentials were sent.
+ */
+export class UnsupportedAuthScheme extends HttpProblem {
+  constructor(scheme: string) {
+    super(401, 'unsupported-authentication-scheme', 'Authentication required', `The authorization scheme "${scheme}" is not supported; send Authorization: Bearer <token>.`, {
+      headers: { 'www-authenticate': bearerChallenge({}) },
+    });
+  }
+}
+
 export class InvalidToken extends HttpProblem {
   constructor(detail: string) {
     super(401, 'invalid-token', 'Invalid access token', detail, {
@@ -157,6 +169,18 @@ export class InvalidIdempotencyKey extends HttpProblem {
   }
 }
 
+/**
+ * Two `Idempotency-Key` field lines: joined they would read as one key ("a, b"), and neither
+ * is the key the client meant, so the request is refused rather than executed.
+ */
+export class RepeatedIdempotencyKey extends HttpProblem {
+  constructor(fieldLines: number) {
+    super(400, 'idempotency-key-repeated', 'Idempotency-Key sent more than once', `Send one Idempotency-Key header field; this request has ${fieldLines}.`, {
+      extensions: { header: 'Idempotency-Key' },
+    });
+  }
+}
+
 export class IdempotencyKeyRequired extends HttpProblem {
   constructor() {
     super(400, 'idempotency-key-required', 'Idempotency-Key required', 'This server requires an Idempotency-Key header on POST /v1/predict.');
@@ -204,9 +228,10 @@ export class NotFound extends HttpProblem {
   }
 }
 
+/** A known path, another method (RFC 9110 section 15.5.6): `Allow` lists the methods it answers. */
 export class MethodNotAllowed extends HttpProblem {
-  constructor(allowed: string[]) {
-    super(405, 'method-not-allowed', 'Method not allowed', `Use ${allowed.join(', ')}.`, { headers: { allow: allowed.join(', ') } });
+  constructor(allowed: string[], path: string) {
+    super(405, 'method-not-allowed', 'Method not allowed', `${path} answers ${allowed.join(', ')} only.`, { headers: { allow: allowed.join(', ') } });
   }
 }
 

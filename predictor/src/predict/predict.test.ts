@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { createLogger, type UsageEvent } from '@m2m/common';
@@ -8,9 +9,11 @@ import { MemoryApiKeyStore } from '../auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier, newApiKey } from '../auth/api-keys.js';
 import type { Principal } from '../auth/principal.js';
 import { createMetrics } from '../http/metrics.js';
+import { buildMetricsApp } from '../http/metrics-app.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import { loadIrisModel, type IrisModel } from '../model/index.js';
+import { close, listen } from '../server.js';
 import { testDeps } from '../testing/test-app.js';
 
 const ROW = [5.1, 3.5, 1.4, 0.2];
@@ -100,6 +103,35 @@ describe('idempotency on POST /v1/predict', () => {
     const strict = setup({ requireIdempotencyKey: true });
     assert.equal((await strict.predict('standard')).status, 400);
     assert.equal((await strict.predict('standard', { key: 'present' })).status, 200);
+  });
+
+  it('refuses two Idempotency-Key field lines (400 naming the header) instead of executing the joined key "a, b"', async () => {
+    const { app, model } = setup();
+    const { server, port } = await listen(app, 0, '127.0.0.1');
+    try {
+      const send = (keys: string[]) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const request = httpRequest({ host: '127.0.0.1', port, path: '/v1/predict', method: 'POST', headers: { authorization: 'Bearer standard', 'content-type': 'application/json' } }, (response) => {
+            let body = '';
+            response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+          });
+          request.on('error', reject);
+          request.setHeader('idempotency-key', keys); // an array: one field line per value
+          request.end(JSON.stringify({ inputs: [ROW] }));
+        });
+      const twice = await send(['a', 'b']);
+      assert.equal(twice.status, 400);
+      const problem = JSON.parse(twice.body) as { type: string; detail: string; header: string };
+      assert.match(problem.type, /idempotency-key-repeated/);
+      assert.match(problem.detail, /one Idempotency-Key header field/);
+      assert.equal(problem.header, 'Idempotency-Key');
+      assert.equal(model.executions, 0);
+      // One field line whose value holds ", " is one (bare) key, as before.
+      assert.equal((await send(['a, b'])).status, 200);
+      assert.equal(model.executions, 1);
+    } finally {
+      await close(server);
+    }
   });
 
   it('does not store validation failures: the same key can be retried with a valid body', async () => {
@@ -244,13 +276,32 @@ describe('observability', () => {
     await predict('standard', { key: 'm' });
     await predict('standard', { key: 'm' });
     for (let i = 0; i < 7; i += 1) await predict('free');
-    const text = await (await app.request('/metrics')).text();
+    await app.request('/v1/predict'); // GET: 405
+    const text = await (await buildMetricsApp({ metrics, logger: createLogger('predictor', 'silent') }).request('/metrics')).text();
     assert.match(text, /predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="200"\} 8/);
     assert.match(text, /predictor_http_request_duration_seconds_bucket\{le="0\.005",route="\/v1\/predict",method="POST"\}/);
     assert.match(text, /predictor_rate_limited_total\{policy="burst",plan="free"\} 1/);
     assert.match(text, /predictor_idempotency_outcomes_total\{outcome="executed"\} 1/);
     assert.match(text, /predictor_idempotency_outcomes_total\{outcome="replayed"\} 1/);
     assert.match(text, /predictor_jwks_fetches_total\{outcome="success"\} 1/);
+    assert.match(text, /predictor_http_requests_total\{route="unmatched",method="GET",status="405"\} 1/);
+  });
+
+  it('serves /metrics on the metrics listener only: the API answers 404 for it', async () => {
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const { app } = setup({ metrics });
+    const onApi = await app.request('/metrics');
+    assert.equal(onApi.status, 404);
+    assert.equal(onApi.headers.get('content-type'), 'application/problem+json');
+    const metricsApp = buildMetricsApp({ metrics, logger: createLogger('predictor', 'silent') });
+    const served = await metricsApp.request('/metrics');
+    assert.equal(served.status, 200);
+    assert.match(served.headers.get('content-type') ?? '', /^text\/plain/);
+    assert.match(await served.text(), /predictor_http_requests_total\{route="unmatched",method="GET",status="404"\} 1/);
+    const posted = await metricsApp.request('/metrics', { method: 'POST' });
+    assert.equal(posted.status, 405);
+    assert.equal(posted.headers.get('allow'), 'GET, HEAD');
+    assert.equal((await metricsApp.request('/v1/predict', { method: 'POST' })).status, 404);
   });
 
   it('logs one line per request with route, status, client, limit decision and idempotency outcome, and no credential', async () => {

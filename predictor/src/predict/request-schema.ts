@@ -3,10 +3,21 @@ import { ValidationFailed, type FieldError } from '../http/problems.js';
 
 export const MAX_ROWS = 1000;
 
-const feature = z.number(); // zod 4 rejects NaN and ±Infinity (JSON's 1e999 parses to Infinity)
+/**
+ * The largest magnitude of a feature (in centimetres). Iris measurements are a few
+ * centimetres; the bound is loose on purpose, and keeps every logit finite (1e308 × a weight
+ * would overflow to Infinity and leave no probability to compute).
+ */
+export const MAX_FEATURE_MAGNITUDE = 1_000_000;
+
+// zod 4 rejects NaN and ±Infinity (JSON's 1e999 parses to Infinity); the bound rejects the finite extremes.
+const feature = z
+  .number()
+  .min(-MAX_FEATURE_MAGNITUDE, `must be between -${MAX_FEATURE_MAGNITUDE} and ${MAX_FEATURE_MAGNITUDE} (centimetres)`)
+  .max(MAX_FEATURE_MAGNITUDE, `must be between -${MAX_FEATURE_MAGNITUDE} and ${MAX_FEATURE_MAGNITUDE} (centimetres)`);
 const irisRow = z.tuple([feature, feature, feature, feature]);
 
-/** Contract section 4: 1 to 1000 rows of 4 finite numbers, nothing else. */
+/** Contract section 4: 1 to 1000 rows of 4 finite numbers (each within ±MAX_FEATURE_MAGNITUDE), nothing else. */
 export const PredictRequestSchema = z.strictObject({
   inputs: z.array(irisRow).min(1).max(MAX_ROWS),
 });

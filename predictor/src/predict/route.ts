@@ -5,12 +5,13 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { AppEnv } from '../http/app-env.js';
 import { readJsonBody } from '../http/json-body.js';
 import type { Metrics } from '../http/metrics.js';
-import { HttpProblem, IdempotencyKeyRequired, InvalidIdempotencyKey, StoreUnavailable } from '../http/problems.js';
+import { fieldLineCount } from '../http/field-lines.js';
+import { HttpProblem, IdempotencyKeyRequired, InvalidIdempotencyKey, RepeatedIdempotencyKey, StoreUnavailable, ValidationFailed } from '../http/problems.js';
 import { executeOnce, type Execution } from '../idempotency/execute-once.js';
 import { fingerprint, parseIdempotencyKeyHeader } from '../idempotency/fingerprint.js';
 import type { IdempotencyStore, StoredResponse } from '../idempotency/store.js';
 import { chargeRateLimit, type RateLimitDeps } from '../limits/middleware.js';
-import type { IrisModel } from '../model/index.js';
+import { NonFiniteLogits, type IrisModel } from '../model/index.js';
 import { parsePredictRequest, type PredictRequest } from './request-schema.js';
 
 export interface PredictHandlerDeps extends RateLimitDeps {
@@ -39,7 +40,7 @@ export function predictHandler(deps: PredictHandlerDeps) {
   const run = async (c: Context<AppEnv>, request: PredictRequest, key: string | undefined): Promise<Execution> => {
     await chargeRateLimit(c, deps);
     if (deps.simulatedInferenceMs > 0) await sleep(deps.simulatedInferenceMs);
-    const predictions = deps.model.predict(request.inputs);
+    const predictions = predictWithinRange(deps.model, request.inputs);
     deps.metrics.predictions.inc();
     const id = deps.newPredictionId();
     const now = deps.now();
@@ -69,6 +70,8 @@ export function predictHandler(deps: PredictHandlerDeps) {
   };
 
   return async function predict(c: Context<AppEnv>) {
+    const fieldLines = fieldLineCount(c, 'idempotency-key') ?? 0;
+    if (fieldLines > 1) throw new RepeatedIdempotencyKey(fieldLines);
     const header = c.req.header('idempotency-key');
     const key = header === undefined ? undefined : parseIdempotencyKeyHeader(header);
     if (header !== undefined && key === undefined) throw new InvalidIdempotencyKey();
@@ -91,6 +94,16 @@ export function predictHandler(deps: PredictHandlerDeps) {
 }
 
 const JSON_CONTENT_TYPE = 'application/json';
+
+/** A row the model cannot score (a logit overflows) is the request's fault: 422 naming the row, never probabilities of null. */
+function predictWithinRange(model: IrisModel, inputs: PredictRequest['inputs']) {
+  try {
+    return model.predict(inputs);
+  } catch (error) {
+    if (error instanceof NonFiniteLogits) throw new ValidationFailed([{ pointer: `/inputs/${error.row}`, detail: 'the features are too large for the model' }]);
+    throw error;
+  }
+}
 
 /** Through the context, so the headers set earlier (request id, rate limits) go with it. */
 function send(c: Context<AppEnv>, response: StoredResponse): Response {

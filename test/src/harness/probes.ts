@@ -1,9 +1,9 @@
 import { generateKeyPair, SignJWT } from 'jose';
-import { TEST_AUDIENCE } from './system.js';
+import { TEST_AUDIENCE, type RunningPredictor } from './system.js';
 
-/** A value from the predictor's /metrics: the first capture group of `pattern`, 0 when absent. */
-export async function metric(predictorUrl: string, pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${predictorUrl}/metrics`)).text();
+/** A value from the predictor's /metrics (on its metrics listener): the first capture group of `pattern`, 0 when absent. */
+export async function metric(predictor: Pick<RunningPredictor, 'metricsUrl'>, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`${predictor.metricsUrl}/metrics`)).text();
   return Number(pattern.exec(text)?.[1] ?? 0);
 }
 

@@ -27,6 +27,8 @@ export interface RunningPredictor {
   process: ManagedProcess;
   url: string;
   port: number;
+  /** Its metrics listener (GET /metrics), on loopback and a free port: the API port does not serve them. */
+  metricsUrl: string;
 }
 
 /** The audience tests use: an identifier, deliberately not the predictor's (ephemeral) URL. */
@@ -50,6 +52,7 @@ export async function startAuthServer(options: { dataDir: string; audience?: str
 export async function startPredictor(options: { issuer: string; dataDir: string; audience?: string; env?: Record<string, string>; waitForKeys?: boolean }): Promise<RunningPredictor> {
   const process = startTypeScript('predictor', 'predictor/src/main.ts', {
     PREDICTOR_PORT: '0',
+    METRICS_PORT: '0',
     PREDICTOR_DATA_DIR: options.dataDir,
     ISSUER: options.issuer,
     PREDICTOR_AUDIENCE: options.audience ?? TEST_AUDIENCE,
@@ -58,7 +61,7 @@ export async function startPredictor(options: { issuer: string; dataDir: string;
   const listening = await process.waitForLog((record) => record.msg === 'listening', 'listening');
   if (options.waitForKeys ?? true) await process.waitForLog((record) => record['event'] === 'jwks.loaded', 'jwks.loaded');
   const port = listening['port'] as number;
-  return { process, url: `http://localhost:${port}`, port };
+  return { process, url: `http://localhost:${port}`, port, metricsUrl: `http://127.0.0.1:${listening['metricsPort'] as number}` };
 }
 
 export interface RunningUsageLedger {
