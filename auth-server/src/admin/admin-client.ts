@@ -1,14 +1,28 @@
 import type { ClientView, KeyView } from '../operations.js';
 import type { AdminStats } from './admin-app.js';
 
+/** Why an admin request failed, from its HTTP status (0: no answer at all). */
+export type AdminFailure = 'unreachable' | 'unauthorized' | 'not_found' | 'conflict' | 'rejected' | 'failed';
+
 export class AdminRequestError extends Error {
   override name = 'AdminRequestError';
 
   constructor(
     message: string,
+    /** The admin API's HTTP status; 0 when it could not be reached. */
     readonly status: number,
   ) {
     super(message);
+  }
+
+  /** 401/403: a missing or wrong ADMIN_TOKEN; 404: no such client or key; 409: a conflict (exists, too early, a race); 400: invalid input. */
+  get failure(): AdminFailure {
+    if (this.status === 0) return 'unreachable';
+    if (this.status === 401 || this.status === 403) return 'unauthorized';
+    if (this.status === 404) return 'not_found';
+    if (this.status === 409) return 'conflict';
+    if (this.status === 400) return 'rejected';
+    return 'failed';
   }
 }
 
