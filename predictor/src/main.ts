@@ -84,13 +84,13 @@ const app = buildApp({
 });
 
 const shutdown = new AbortController();
-const { server, port } = await listen(app, config.port, config.host);
+const { server, port } = await listenOrExit('PREDICTOR_PORT', app, config.port, config.host);
 // Prometheus scrapes this listener, not the API port (loopback unless METRICS_HOST says otherwise).
-const metricsListener = await listen(buildMetricsApp({ metrics, logger }), config.metricsPort, config.metricsHost);
+const metricsListener = await listenOrExit('METRICS_PORT', buildMetricsApp({ metrics, logger }), config.metricsPort, config.metricsHost);
 // The usage report, when the ledger is in this process and an ADMIN_TOKEN is set (loopback by default).
 const usageAdmin =
   usage.ledger && config.adminToken
-    ? await listen(buildUsageAdminApp({ ledger: usage.ledger, adminToken: config.adminToken, logger }), config.usageAdminPort, config.usageAdminHost)
+    ? await listenOrExit('USAGE_ADMIN_PORT', buildUsageAdminApp({ ledger: usage.ledger, adminToken: config.adminToken, logger }), config.usageAdminPort, config.usageAdminHost)
     : undefined;
 keys.load(shutdown.signal).catch(() => {});
 
@@ -119,3 +119,15 @@ shutdownOnSignals({
 });
 // Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
 logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port, metricsPort: metricsListener.port }, 'listening');
+
+/** A port that cannot be bound (taken, not allowed) is a one-line error naming its variable, exit 1: not a stack trace. */
+async function listenOrExit(variable: string, ...args: Parameters<typeof listen>): ReturnType<typeof listen> {
+  try {
+    return await listen(...args);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw error;
+    process.stderr.write(`predictor: ${variable}: cannot listen on ${args[2] ?? '0.0.0.0'}:${args[1]} (${code})\n`);
+    process.exit(1);
+  }
+}

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { freePort, isAlive, startTypeScript, stopAll, temporaryDirectory } from '../src/harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
@@ -15,6 +17,8 @@ describe('npm start', () => {
       ADMIN_PORT: '0',
       PREDICTOR_PORT: String(predictorPort),
       METRICS_PORT: '0',
+      // dev.env's fixed 9002 would collide with another npm start (a second test run beside this one).
+      USAGE_ADMIN_PORT: '0',
       ISSUER: `http://localhost:${authPort}`,
       DATA_DIR: `${dataDir.path}/auth`,
       PREDICTOR_DATA_DIR: `${dataDir.path}/predictor`,
@@ -124,4 +128,24 @@ describe('configuration errors', () => {
       assert.match(reasons[0]!, new RegExp(`^${service}: ${variable} `));
     });
   }
+
+  it('predictor stops with a one-line error naming METRICS_PORT when that port is taken (exit 1, no stack trace)', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const dataDir = await temporaryDirectory('port-taken');
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const server = startTypeScript('predictor', 'predictor/src/main.ts', { PREDICTOR_PORT: '0', METRICS_PORT: String(port), PREDICTOR_DATA_DIR: dataDir.path, ISSUER: 'http://127.0.0.1:1' });
+      const { code } = await server.exited;
+      assert.equal(code, 1);
+      assert.deepEqual(
+        server.stderrLines.filter((line) => line.startsWith('predictor:')),
+        [`predictor: METRICS_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`],
+      );
+      assert.ok(!server.stderrLines.some((line) => /^\s+at /.test(line)), 'no stack trace');
+    } finally {
+      taken.close();
+      await dataDir.remove();
+    }
+  });
 });
