@@ -54,6 +54,7 @@ const OPTIONS = {
   plan: { type: 'string', value: '<plan>', help: "the client's plan (its limits)" },
   'auth-method': { type: 'string', value: '<method>', help: 'client_secret_basic (default), client_secret_post or private_key_jwt' },
   jwks: { type: 'string', value: '<file>', help: 'the public JWKS of a private_key_jwt client' },
+  'dpop-bound': { type: 'boolean', value: '', help: 'refuse its token requests without a DPoP proof: every token is bound to its key (RFC 9449)' },
   overlap: { type: 'string', value: '<seconds>', help: 'how long the previous secret keeps working (default 300)', pattern: /^\d+$/, expected: 'a whole number of seconds' },
   'secret-file': { type: 'string', value: '<path>', help: 'write the new secret there (mode 0600) instead of into the JSON on stdout' },
 } as const;
@@ -83,7 +84,7 @@ const COMMANDS: Record<string, Command> = {
   'clients list': { args: [], options: [], summary: 'the registered clients', run: (admin) => admin.listClients() },
   'clients add': {
     args: ['<id>'],
-    options: ['scopes', 'plan', 'auth-method', 'jwks', 'secret-file'],
+    options: ['scopes', 'plan', 'auth-method', 'jwks', 'dpop-bound', 'secret-file'],
     required: ['scopes', 'plan'],
     summary: 'register a client; prints {"client", "client_secret"} (the secret only this once)',
     run: async (admin, [id], options) => {
@@ -95,6 +96,7 @@ const COMMANDS: Record<string, Command> = {
           plan: options.plan!,
           ...(options['auth-method'] ? { auth_method: options['auth-method'] } : {}),
           ...(jwks ? { jwks } : {}),
+          ...(options['dpop-bound'] ? { dpop_bound_access_tokens: true } : {}),
         }),
       );
       process.stderr.write(`registered ${id}\n`);
@@ -119,6 +121,15 @@ const COMMANDS: Record<string, Command> = {
     options: [],
     summary: "replace a private_key_jwt client's public keys (rotate them)",
     run: async (admin, [id, file]) => admin.updateClient(id!, { jwks: await readJwks(file!) }),
+  },
+  'clients set-dpop': {
+    args: ['<id>', '<required|optional>'],
+    options: [],
+    summary: 'required: token requests without a DPoP proof are refused; optional: Bearer tokens too',
+    run: (admin, [id, mode]) => {
+      if (mode !== 'required' && mode !== 'optional') throw new UsageError(`"clients set-dpop" takes required or optional, not "${mode}" (admin clients set-dpop --help)`);
+      return admin.updateClient(id!, { dpop_bound_access_tokens: mode === 'required' });
+    },
   },
   'clients disable': { args: ['<id>'], options: [], summary: 'refuse its token requests (invalid_client)', run: (admin, [id]) => admin.updateClient(id!, { disabled: true }) },
   'clients enable': { args: ['<id>'], options: [], summary: 'accept its token requests again', run: (admin, [id]) => admin.updateClient(id!, { disabled: false }) },

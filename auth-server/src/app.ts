@@ -78,10 +78,11 @@ export async function startAuthServer(deps: { config: AuthServerConfig; state: L
       verifySecret: (clientId, presented) => registry.verifySecret(clientId, presented),
       adapter,
       clientAssertionMaxLifetimeSeconds: config.clientAssertionMaxLifetimeSeconds,
+      dpopNonces: config.dpopNonces,
     });
     provider.on('grant.success', (ctx) => {
       tokensIssued += 1;
-      logger.info({ event: 'token.issued', clientId: ctx.oidc.client?.clientId, scope: ctx.oidc.entities.ClientCredentials?.scope, kid: ring.current.kid }, 'token issued');
+      logger.info({ event: 'token.issued', clientId: ctx.oidc.client?.clientId, scope: ctx.oidc.entities.ClientCredentials?.scope, tokenType: ctx.oidc.entities.ClientCredentials?.tokenType, kid: ring.current.kid }, 'token issued');
     });
     provider.on('grant.error', (ctx, error) => {
       const { error: code, error_detail: detail } = error as { error?: string; error_detail?: string };

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError, DEFAULT_SHUTDOWN_GRACE_MS, EnvReader, LOG_LEVELS, SHUTDOWN_GRACE_RANGE, type Env, type LogLevel } from '@m2m/common';
 import { DEMO_CLIENTS, readClientsFile, ClientsFileError, type ClientRegistration } from './clients/seeds.js';
@@ -40,6 +41,8 @@ export interface AuthServerConfig {
   clientAssertionMaxLifetimeSeconds: number;
   /** Brute-force protection of client authentication (client-auth/failure-throttle.ts). */
   clientAuthLimits: Pick<ClientAuthLimits, 'clientFreeFailures' | 'clientMaxDelayMs' | 'addressBurst' | 'addressRefillMs'>;
+  /** Server-provided DPoP nonces (RFC 9449 section 8); undefined: none. */
+  dpopNonces: { secret: Buffer; required: boolean } | undefined;
   logLevel: LogLevel;
 }
 
@@ -67,6 +70,7 @@ export function loadAuthServerConfig(env: Env): AuthServerConfig {
     shutdownGraceMs: read.integer('SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_RANGE),
     clientAssertionMaxLifetimeSeconds: read.integer('CLIENT_ASSERTION_MAX_LIFETIME', DEFAULT_CLIENT_ASSERTION_MAX_LIFETIME, { min: 10, max: 3_600 }),
     clientAuthLimits: readClientAuthLimits(read),
+    dpopNonces: readDpopNonces(read),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
   };
 }
@@ -109,6 +113,22 @@ function readClientAuthLimits(read: EnvReader): AuthServerConfig['clientAuthLimi
     addressBurst: perAddressPerMinute,
     addressRefillMs: perAddressPerMinute === 0 ? DEFAULT_CLIENT_AUTH_LIMITS.addressRefillMs : Math.ceil(60_000 / perAddressPerMinute),
   };
+}
+
+/**
+ * DPOP_NONCE_SECRET (at least 32 characters, the same on every replica) turns server-provided
+ * nonces on; oidc-provider derives them from 32 bytes (its SHA-256), every minute, valid for
+ * about five. DPOP_NONCE_REQUIRED (default true with a secret): every proof must carry one.
+ */
+function readDpopNonces(read: EnvReader): AuthServerConfig['dpopNonces'] {
+  const secret = read.string('DPOP_NONCE_SECRET');
+  const required = read.oneOf('DPOP_NONCE_REQUIRED', secret === undefined ? 'false' : 'true', ['true', 'false']) === 'true';
+  if (secret === undefined) {
+    if (required) throw new ConfigError('DPOP_NONCE_REQUIRED=true needs DPOP_NONCE_SECRET (at least 32 characters, the same on every replica)');
+    return undefined;
+  }
+  if (secret.length < 32) throw new ConfigError('DPOP_NONCE_SECRET must be at least 32 characters');
+  return { secret: createHash('sha256').update(secret).digest(), required };
 }
 
 function readAdmin(read: EnvReader): Pick<AuthServerConfig, 'adminPort' | 'adminHost' | 'adminToken'> {

@@ -22,6 +22,8 @@ export const METADATA_FIELDS = [
   'grant_types_supported',
   'token_endpoint_auth_methods_supported',
   'token_endpoint_auth_signing_alg_values_supported',
+  // RFC 9449 section 5.1: present when DPoP is on (oidc-provider adds it only then).
+  'dpop_signing_alg_values_supported',
 ] as const;
 
 export interface MachineEndpointsOptions {

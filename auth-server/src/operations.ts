@@ -19,6 +19,8 @@ export interface ClientView {
   auth_method: ClientAuthMethod;
   scopes: string[];
   plan: string;
+  /** Token requests must carry a DPoP proof (RFC 9449 section 5.2): its tokens are all key-bound. */
+  dpop_bound_access_tokens: boolean;
   disabled: boolean;
   previous_secret_valid_until?: string | undefined;
   kids?: (string | undefined)[] | undefined;
@@ -101,16 +103,24 @@ export class AuthOperations {
     return this.deps.registry.list().map(clientView);
   }
 
-  registerClient(input: { client_id?: unknown; auth_method?: unknown; scopes?: unknown; plan?: unknown; jwks?: unknown }): Promise<{ client: ClientView; client_secret?: string }> {
+  registerClient(input: { client_id?: unknown; auth_method?: unknown; scopes?: unknown; plan?: unknown; jwks?: unknown; dpop_bound_access_tokens?: unknown }): Promise<{ client: ClientView; client_secret?: string }> {
     return this.#serially(async () => {
       if (typeof input.client_id !== 'string' || !/^[\w.-]{1,64}$/.test(input.client_id)) throw new OperationError('client_id must be 1-64 letters, digits, "_", "." or "-"', 400);
       const authMethod = (input.auth_method ?? 'client_secret_basic') as ClientAuthMethod;
       if (!['client_secret_basic', 'client_secret_post', 'private_key_jwt'].includes(authMethod)) throw new OperationError('auth_method must be client_secret_basic, client_secret_post or private_key_jwt', 400);
+      const dpopBoundAccessTokens = input.dpop_bound_access_tokens === undefined ? false : checkDpopBound(input.dpop_bound_access_tokens);
       const { client, secret } = await this.#clientOperation(() =>
-        this.deps.registry.register({ clientId: input.client_id as string, authMethod, scopes: checkScopes(input.scopes), plan: checkPlan(input.plan), ...(input.jwks ? { jwks: checkJwks(input.jwks) } : {}) }),
+        this.deps.registry.register({
+          clientId: input.client_id as string,
+          authMethod,
+          scopes: checkScopes(input.scopes),
+          plan: checkPlan(input.plan),
+          ...(input.jwks ? { jwks: checkJwks(input.jwks) } : {}),
+          dpopBoundAccessTokens,
+        }),
       );
       await this.deps.rebuild();
-      this.deps.logger.info({ event: 'admin.clients.registered', clientId: client.clientId, authMethod, scopes: client.scopes, plan: client.plan }, 'client registered');
+      this.deps.logger.info({ event: 'admin.clients.registered', clientId: client.clientId, authMethod, scopes: client.scopes, plan: client.plan, dpopBoundAccessTokens }, 'client registered');
       return secret === undefined ? { client: clientView(client) } : { client: clientView(client), client_secret: secret };
     });
   }
@@ -132,7 +142,7 @@ export class AuthOperations {
     });
   }
 
-  updateClient(clientId: string, change: { scopes?: unknown; plan?: unknown; disabled?: unknown; jwks?: unknown }): Promise<ClientView> {
+  updateClient(clientId: string, change: { scopes?: unknown; plan?: unknown; disabled?: unknown; jwks?: unknown; dpop_bound_access_tokens?: unknown }): Promise<ClientView> {
     return this.#serially(async () => {
       const update: Parameters<ClientRegistry['update']>[1] = {};
       if (change.scopes !== undefined) update.scopes = checkScopes(change.scopes);
@@ -142,9 +152,10 @@ export class AuthOperations {
         update.disabled = change.disabled;
       }
       if (change.jwks !== undefined) update.jwks = checkJwks(change.jwks);
+      if (change.dpop_bound_access_tokens !== undefined) update.dpopBoundAccessTokens = checkDpopBound(change.dpop_bound_access_tokens);
       const client = await this.#clientOperation(() => this.deps.registry.update(clientId, update));
       await this.deps.rebuild();
-      this.deps.logger.info({ event: 'admin.clients.updated', clientId, scopes: update.scopes, plan: update.plan, disabled: update.disabled, kids: update.jwks?.keys.map((key) => key.kid) }, 'client updated');
+      this.deps.logger.info({ event: 'admin.clients.updated', clientId, scopes: update.scopes, plan: update.plan, disabled: update.disabled, dpopBoundAccessTokens: update.dpopBoundAccessTokens, kids: update.jwks?.keys.map((key) => key.kid) }, 'client updated');
       return clientView(client);
     });
   }
@@ -214,6 +225,7 @@ function clientView(client: StoredClient): ClientView {
     auth_method: client.authMethod,
     scopes: client.scopes,
     plan: client.plan,
+    dpop_bound_access_tokens: client.dpopBoundAccessTokens === true,
     disabled: client.disabled,
     previous_secret_valid_until: client.previousSecret?.expiresAt,
     kids: client.jwks?.keys.map((key) => key.kid),
@@ -231,6 +243,11 @@ function checkScopes(value: unknown): string[] {
 
 function checkPlan(value: unknown): string {
   if (typeof value !== 'string' || !/^[\w-]{1,32}$/.test(value)) throw new OperationError('plan must be a plan name', 400);
+  return value;
+}
+
+function checkDpopBound(value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new OperationError('dpop_bound_access_tokens must be true or false', 400);
   return value;
 }
 

@@ -8,6 +8,22 @@ import { restrictToMachineEndpoints } from './metadata.js';
 /** The scopes the predictor understands (contract, section 3). */
 export const PREDICTOR_SCOPES = ['predict', 'models:read'] as const;
 
+/**
+ * The `alg`s a DPoP proof may be signed with (RFC 9449 section 5.1,
+ * `dpop_signing_alg_values_supported`): asymmetric only, oidc-provider's default
+ * (ES256, Ed25519, EdDSA) plus PS256 for callers whose keys are RSA. The predictor
+ * accepts the same list by default (its DPOP_ALGORITHMS).
+ */
+export const DPOP_SIGNING_ALGS = ['ES256', 'EdDSA', 'Ed25519', 'PS256'] as const;
+
+/** Server-provided DPoP nonces (RFC 9449 section 8). */
+export interface DpopNonceOptions {
+  /** 32 bytes; the same on every replica (nonces are derived from it, not stored). */
+  secret: Buffer;
+  /** Refuse every proof without a current nonce (`use_dpop_nonce`); false: only proofs whose `iat` is outside the window need one. */
+  required: boolean;
+}
+
 export interface ProviderOptions {
   issuer: string;
   /** Resource indicator (RFC 8707) of the predictor: the `aud` of every access token. */
@@ -26,6 +42,8 @@ export interface ProviderOptions {
   adapter?: (new (model: string) => Adapter) | undefined;
   /** The longest private_key_jwt assertion lifetime accepted (seconds); undefined: no bound. */
   clientAssertionMaxLifetimeSeconds?: number | undefined;
+  /** Server-provided DPoP nonces; undefined: none (proofs are checked on `iat` and `jti`). */
+  dpopNonces?: DpopNonceOptions | undefined;
 }
 
 /** oidc-provider's default `clockTolerance` (seconds), which this configuration keeps. */
@@ -52,12 +70,30 @@ function toClientMetadata(client: StoredClient): ClientMetadata {
     redirect_uris: [],
     scope: client.scopes.join(' '),
     plan: client.plan,
+    // RFC 9449 section 5.2: such a client's token request without a proof is refused (400
+    // invalid_grant, "DPoP proof JWT not provided": oidc-provider's checkDpopRequired).
+    dpop_bound_access_tokens: client.dpopBoundAccessTokens === true,
   };
   if (client.authMethod === 'private_key_jwt') {
     return { ...common, token_endpoint_auth_method: 'private_key_jwt', jwks: client.jwks };
   }
   // oidc-provider insists on a client_secret for secret-based methods; the real check is verifySecret.
   return { ...common, token_endpoint_auth_method: client.authMethod, client_secret: randomBytes(32).toString('base64url') };
+}
+
+/** The DPoP refusals oidc-provider answers with a bare invalid_grant ("grant request is invalid"). */
+const DPOP_GRANT_ERRORS = new Set(['DPoP proof JWT not provided', 'DPoP proof JWT Replay detected']);
+
+/**
+ * oidc-provider keeps the reason of an invalid_grant in `error_detail`, which it does not
+ * send: a client refused for a missing or replayed DPoP proof would read only "grant
+ * request is invalid". The event fires after the body is set and before it is sent.
+ */
+function explainDpopRefusals(provider: Provider): void {
+  provider.on('grant.error', (ctx: KoaContextWithOIDC, error: Error & { error_detail?: string }) => {
+    const body = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (body?.error === 'invalid_grant' && error.error_detail !== undefined && DPOP_GRANT_ERRORS.has(error.error_detail)) body.error_description = error.error_detail;
+  });
 }
 
 /**
@@ -83,7 +119,7 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
     scopes: [...PREDICTOR_SCOPES],
     responseTypes: [],
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
-    enabledJWA: { clientAuthSigningAlgValues: ['ES256', 'EdDSA', 'PS256', 'RS256'] },
+    enabledJWA: { clientAuthSigningAlgValues: ['ES256', 'EdDSA', 'PS256', 'RS256'], dPoPSigningAlgValues: [...DPOP_SIGNING_ALGS] },
     clientDefaults: {
       grant_types: ['client_credentials'],
       response_types: [],
@@ -112,8 +148,15 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
       userinfo: { enabled: false },
       pushedAuthorizationRequests: { enabled: false },
       rpInitiatedLogout: { enabled: false },
-      // The predictor verifies plain bearer tokens; sender-constrained tokens would need it to check DPoP proofs.
-      dPoP: { enabled: false },
+      // RFC 9449: a token request with a DPoP proof gets a token bound to the proof's key
+      // (`cnf.jkt`, token_type DPoP), which the predictor accepts only with a proof of that key.
+      // Proofs are accepted once (their jti, in the ReplayDetection records the adapter keeps,
+      // shared by replicas), and their htu must be ISSUER/token (urlFor is built from the issuer).
+      dPoP: {
+        enabled: true,
+        allowReplay: false,
+        ...(options.dpopNonces ? { nonceSecret: options.dpopNonces.secret, requireNonce: () => options.dpopNonces!.required } : {}),
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => audience,
@@ -136,6 +179,7 @@ export async function createProvider(options: ProviderOptions): Promise<Provider
 
   const provider = new Provider(options.issuer, configuration);
   restrictToMachineEndpoints(provider, { scopes: PREDICTOR_SCOPES });
+  explainDpopRefusals(provider);
   const { verifySecret } = options;
   provider.Client.prototype.compareClientSecret = function compareHashedSecret(this: { clientId: string }, actual: string) {
     return verifySecret(this.clientId, actual);

@@ -10,6 +10,21 @@ export interface PredictorConfig {
   host: string | undefined;
   issuer: string;
   audience: string;
+  /**
+   * The URL clients reach the predictor at (behind a proxy: the proxy's): DPoP proofs' `htu`
+   * is checked against it, and the protected-resource metadata URL is built from it. Default: the audience.
+   */
+  publicUrl: string;
+  /** Asymmetric `alg`s a DPoP proof may be signed with. */
+  dpopAlgorithms: string[];
+  /** How old (seconds) a DPoP proof's `iat` may be; its `jti` is remembered that long. */
+  dpopProofMaxAgeSeconds: number;
+  /** Set: DPoP proofs must carry a nonce this predictor (or a replica with the same secret) handed out. */
+  dpopNonceSecret: string | undefined;
+  /** What a request with a DPoP proof meets when Redis (the replay cache) fails. */
+  dpopReplayOnStoreFailure: FailurePolicy;
+  /** RFC 9728 `resource_documentation`; undefined: not advertised. */
+  resourceDocumentationUrl: string | undefined;
   /** Overrides discovery of the issuer's `jwks_uri`. */
   jwksUri: string | undefined;
   algorithms: string[];
@@ -78,13 +93,25 @@ export interface PredictorConfig {
 /** Asymmetric JWS algorithms only: RFC 9068 section 4 forbids `none`, and HS* would need a shared secret. */
 const ASYMMETRIC_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512'];
 
-export function loadPredictorConfig(env: Env): PredictorConfig {
-  const read = new EnvReader(env);
-  const algorithms = read.string('ACCEPTED_ALGORITHMS', 'ES256,EdDSA').split(',').map((alg) => alg.trim());
+/** The DPoP proof `alg`s accepted by default: the auth-server's (its DPOP_SIGNING_ALGS). */
+const DEFAULT_DPOP_ALGORITHMS = 'ES256,EdDSA,Ed25519,PS256';
+
+function asymmetricAlgorithms(read: EnvReader, name: string, fallback: string): string[] {
+  const algorithms = read.string(name, fallback).split(',').map((alg) => alg.trim());
   const refused = algorithms.find((alg) => !ASYMMETRIC_ALGORITHMS.includes(alg));
   if (refused !== undefined) {
-    throw new ConfigError(`ACCEPTED_ALGORITHMS may list only asymmetric algorithms (${ASYMMETRIC_ALGORITHMS.join(', ')}), got "${refused}"`);
+    throw new ConfigError(`${name} may list only asymmetric algorithms (${ASYMMETRIC_ALGORITHMS.join(', ')}), got "${refused}"`);
   }
+  return algorithms;
+}
+
+export function loadPredictorConfig(env: Env): PredictorConfig {
+  const read = new EnvReader(env);
+  const algorithms = asymmetricAlgorithms(read, 'ACCEPTED_ALGORITHMS', 'ES256,EdDSA');
+  const audience = read.url('PREDICTOR_AUDIENCE', 'http://localhost:8080');
+  const dpopNonceSecret = read.string('DPOP_NONCE_SECRET');
+  if (dpopNonceSecret !== undefined && dpopNonceSecret.length < 32) throw new ConfigError('DPOP_NONCE_SECRET must be at least 32 characters (the same on every replica)');
+  const resourceDocumentation = read.string('RESOURCE_DOCUMENTATION_URL');
   const jwksUri = read.string('JWKS_URI');
   const redisUrl = read.serviceUrl('REDIS_URL', ['redis:', 'rediss:']);
   const databaseUrl = read.serviceUrl('DATABASE_URL', ['postgres:', 'postgresql:']);
@@ -98,7 +125,13 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     port: read.port('PREDICTOR_PORT', 8080),
     host: read.string('PREDICTOR_HOST'),
     issuer: read.url('ISSUER', 'http://localhost:9000'),
-    audience: read.url('PREDICTOR_AUDIENCE', 'http://localhost:8080'),
+    audience,
+    publicUrl: read.url('PREDICTOR_PUBLIC_URL', audience),
+    dpopAlgorithms: asymmetricAlgorithms(read, 'DPOP_ALGORITHMS', DEFAULT_DPOP_ALGORITHMS),
+    dpopProofMaxAgeSeconds: read.integer('DPOP_PROOF_MAX_AGE', 60, { min: 1, max: 600 }),
+    dpopNonceSecret,
+    dpopReplayOnStoreFailure: read.oneOf('DPOP_REPLAY_ON_STORE_FAILURE', 'fail-closed', FAILURE_POLICIES),
+    resourceDocumentationUrl: resourceDocumentation === undefined ? undefined : read.url('RESOURCE_DOCUMENTATION_URL', resourceDocumentation),
     jwksUri: jwksUri === undefined ? undefined : read.url('JWKS_URI', jwksUri),
     algorithms,
     clockToleranceSeconds: read.integer('CLOCK_TOLERANCE', 5, { min: 0, max: 300 }),

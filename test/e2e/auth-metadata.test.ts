@@ -68,7 +68,7 @@ describe('auth-server: metadata from ISSUER, only what it does, strict token req
     }
   });
 
-  it('advertises only the token endpoint, the JWKS, client credentials, its client authentication and the predictor scopes', async () => {
+  it('advertises only the token endpoint, the JWKS, client credentials, its client authentication, the predictor scopes and DPoP', async () => {
     const expected = {
       issuer: ISSUER,
       token_endpoint: `${ISSUER}/token`,
@@ -78,6 +78,7 @@ describe('auth-server: metadata from ISSUER, only what it does, strict token req
       grant_types_supported: ['client_credentials'],
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
       token_endpoint_auth_signing_alg_values_supported: ['ES256', 'EdDSA', 'PS256', 'RS256'],
+      dpop_signing_alg_values_supported: ['ES256', 'EdDSA', 'Ed25519', 'PS256'],
     };
     for (const path of METADATA_PATHS) {
       const { status, body } = await get(auth.port, path);

@@ -37,12 +37,12 @@ export class AdminClient {
   rotateKeys = (options: { force?: boolean } = {}) => this.#call<{ keys: KeyView[] }>('POST', '/keys/rotate', options).then((body) => body.keys);
   revokeKey = (kid: string) => this.#call<{ keys: KeyView[] }>('POST', `/keys/${encodeURIComponent(kid)}/revoke`).then((body) => body.keys);
   listClients = () => this.#call<{ clients: ClientView[] }>('GET', '/clients').then((body) => body.clients);
-  registerClient = (input: { client_id: string; scopes: string[]; plan: string; auth_method?: string; jwks?: unknown }) =>
+  registerClient = (input: { client_id: string; scopes: string[]; plan: string; auth_method?: string; jwks?: unknown; dpop_bound_access_tokens?: boolean }) =>
     this.#call<{ client: ClientView; client_secret?: string }>('POST', '/clients', input);
   rotateClientSecret = (clientId: string, overlapSeconds: number) =>
     this.#call<{ client_secret: string; previous_valid_until: string }>('POST', `/clients/${encodeURIComponent(clientId)}/secret/rotate`, { overlap_seconds: overlapSeconds });
   retirePreviousSecret = (clientId: string) => this.#call<ClientView>('POST', `/clients/${encodeURIComponent(clientId)}/secret/retire-previous`);
-  updateClient = (clientId: string, change: { scopes?: string[]; plan?: string; disabled?: boolean; jwks?: unknown }) =>
+  updateClient = (clientId: string, change: { scopes?: string[]; plan?: string; disabled?: boolean; jwks?: unknown; dpop_bound_access_tokens?: boolean }) =>
     this.#call<ClientView>('PATCH', `/clients/${encodeURIComponent(clientId)}`, change);
   stats = () => this.#call<AdminStats>('GET', '/stats');
 

@@ -16,6 +16,11 @@ export interface StoredClient {
   jwks?: { keys: JWK[] } | undefined;
   scopes: string[];
   plan: string;
+  /**
+   * RFC 9449 section 5.2 `dpop_bound_access_tokens`: every token request must carry a DPoP
+   * proof, so every token it gets is bound to a key (`cnf.jkt`). Absent: false.
+   */
+  dpopBoundAccessTokens?: boolean | undefined;
   disabled: boolean;
   updatedAt: string;
 }
@@ -95,7 +100,7 @@ export class ClientRegistry {
   }
 
   /** Registers a client; returns the secret (shown once) for secret-based methods. */
-  async register(input: { clientId: string; authMethod: ClientAuthMethod; scopes: string[]; plan: string; jwks?: { keys: JWK[] }; secret?: string }): Promise<{ client: StoredClient; secret?: string }> {
+  async register(input: { clientId: string; authMethod: ClientAuthMethod; scopes: string[]; plan: string; jwks?: { keys: JWK[] }; secret?: string; dpopBoundAccessTokens?: boolean }): Promise<{ client: StoredClient; secret?: string }> {
     if (this.#clients.has(input.clientId)) throw new ClientRegistryError(`client ${input.clientId} exists`, 409);
     if (input.authMethod === 'private_key_jwt' && !input.jwks?.keys.length) throw new ClientRegistryError('private_key_jwt needs a jwks with at least one public key', 400);
     const secret = input.authMethod === 'private_key_jwt' ? undefined : (input.secret ?? newClientSecret());
@@ -106,6 +111,7 @@ export class ClientRegistry {
       jwks: input.jwks,
       scopes: input.scopes,
       plan: input.plan,
+      ...(input.dpopBoundAccessTokens ? { dpopBoundAccessTokens: true } : {}),
       disabled: false,
       updatedAt: this.now().toISOString(),
     };
@@ -128,7 +134,7 @@ export class ClientRegistry {
     await this.#update(clientId, { previousSecret: undefined });
   }
 
-  async update(clientId: string, change: { scopes?: string[]; plan?: string; disabled?: boolean; jwks?: { keys: JWK[] } }): Promise<StoredClient> {
+  async update(clientId: string, change: { scopes?: string[]; plan?: string; disabled?: boolean; jwks?: { keys: JWK[] }; dpopBoundAccessTokens?: boolean }): Promise<StoredClient> {
     const client = this.get(clientId);
     if (change.jwks && client.authMethod !== 'private_key_jwt') throw new ClientRegistryError(`client ${clientId} does not use private_key_jwt`, 400);
     return this.#update(clientId, change);

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidAuthorizationRequest, UnsupportedAuthScheme } from '../http/problems.js';
-import { bearerTokenFrom } from './authorization-header.js';
+import { credentialsFrom } from './authorization-header.js';
 
-describe('bearerTokenFrom', () => {
+const bearerTokenFrom = (header: string | undefined) => credentialsFrom(header)?.token;
+
+describe('credentialsFrom', () => {
   it('returns undefined when no Authorization header was sent', () => {
     assert.equal(bearerTokenFrom(undefined), undefined);
   });
@@ -13,6 +15,12 @@ describe('bearerTokenFrom', () => {
     assert.equal(bearerTokenFrom('bearer abc'), 'abc');
   });
 
+  it('tells a DPoP-scheme token (RFC 9449 section 7.1) from a Bearer one, case-insensitively', () => {
+    assert.deepEqual(credentialsFrom('DPoP abc.def'), { scheme: 'DPoP', token: 'abc.def' });
+    assert.deepEqual(credentialsFrom('dpop abc'), { scheme: 'DPoP', token: 'abc' });
+    assert.deepEqual(credentialsFrom('Bearer abc'), { scheme: 'Bearer', token: 'abc' });
+  });
+
   for (const [name, header] of [
     ['an empty header', ''],
     ['a scheme without token', 'Bearer'],
@@ -20,6 +28,8 @@ describe('bearerTokenFrom', () => {
     ['a token sent twice', 'Bearer abc, Bearer abc'],
     ['a bearer token beside other credentials', 'Bearer abc Basic dXNlcjpwYXNz'],
     ['characters outside b64token', 'Bearer abc"def'],
+    ['a DPoP scheme without token', 'DPoP'],
+    ['a DPoP token sent twice', 'DPoP abc, DPoP abc'],
   ] as const) {
     it(`rejects ${name} as invalid_request`, () => {
       assert.throws(() => bearerTokenFrom(header), (error: unknown) => {

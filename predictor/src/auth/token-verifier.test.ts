@@ -101,3 +101,24 @@ describe('token time claims (RFC 9068 section 4)', () => {
     await assert.rejects(verify(token), refusedFor(/"iat" is not a NumericDate/));
   });
 });
+
+describe('sender-constrained tokens (RFC 9449 section 6.1)', () => {
+  async function setup() {
+    const issuer = await createTestIssuer();
+    const verify = createTokenVerifier({ issuer: TEST_ISSUER, audience: TEST_AUDIENCE, algorithms: ['ES256'], clockToleranceSeconds: 5, getKey: issuer.getKey });
+    return { issuer, verify };
+  }
+
+  it('carries cnf.jkt into the principal, so the middleware asks for a proof of that key', async () => {
+    const { issuer, verify } = await setup();
+    assert.equal((await verify(await issuer.token({ claims: { cnf: { jkt: 'thumbprint' } } }))).boundKeyThumbprint, 'thumbprint');
+    assert.equal((await verify(await issuer.token())).boundKeyThumbprint, undefined);
+  });
+
+  it('refuses a confirmation it cannot check (mTLS x5t#S256, an empty jkt) rather than take the token as a bearer token', async () => {
+    const { issuer, verify } = await setup();
+    for (const cnf of [{ 'x5t#S256': 'abc' }, { jkt: '' }, { jkt: 'a', 'x5t#S256': 'b' }, 'jkt']) {
+      await assert.rejects(verify(await issuer.token({ claims: { cnf } })), (error: unknown) => error instanceof InvalidToken && /confirmation method/.test(error.detail), JSON.stringify(cnf));
+    }
+  });
+});

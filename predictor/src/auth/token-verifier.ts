@@ -72,8 +72,12 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 }
 
 function principalFrom(payload: JWTPayload, keyId: string | undefined): Principal {
-  const { client_id: clientId, scope, plan } = payload;
+  const { client_id: clientId, scope, plan, cnf } = payload;
   if (typeof clientId !== 'string' || clientId === '') throw new InvalidToken('The token has no client_id.');
+  // A confirmation this predictor cannot check (mTLS `x5t#S256`, a `jwk`) must not be ignored: the token would pass as a bearer token.
+  if (cnf !== undefined && !(isRecord(cnf) && typeof cnf['jkt'] === 'string' && cnf['jkt'] !== '' && Object.keys(cnf).length === 1)) {
+    throw new InvalidToken('The token is bound by a confirmation method this server does not support (only cnf.jkt, RFC 9449).');
+  }
   if (scope !== undefined && typeof scope !== 'string') throw new InvalidToken('The token scope is not a string.');
   if (plan !== undefined && typeof plan !== 'string') throw new InvalidToken('The token plan is not a string.');
   return {
@@ -82,10 +86,13 @@ function principalFrom(payload: JWTPayload, keyId: string | undefined): Principa
     plan: plan ?? 'free',
     authMethod: 'bearer-jwt',
     keyId,
+    ...(isRecord(cnf) ? { boundKeyThumbprint: cnf['jkt'] as string } : {}),
     tokenId: payload.jti,
     expiresAt: payload.exp as number,
   };
 }
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Token faults are 401 invalid_token; failing to obtain keys is ours, so 503. */
 function toProblem(error: unknown): HttpProblem {

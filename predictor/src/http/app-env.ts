@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/principal.js';
+import type { AuthScheme } from './problems.js';
 import type { IdempotencyOutcome } from '../idempotency/execute-once.js';
 import type { RateLimitDecision } from '../limits/rate-limiter.js';
 
@@ -10,6 +11,8 @@ export interface AppEnv {
   Variables: {
     requestId: string;
     principal: Principal | undefined;
+    /** The scheme of the request's Authorization (Bearer or DPoP): where a challenge puts its error. */
+    authScheme: AuthScheme | undefined;
     /** The charged decision, when the request was charged. */
     rateLimit: RateLimitDecision | undefined;
     idempotency: IdempotencyOutcome | undefined;

@@ -34,6 +34,8 @@ export function observeRequests(logger: Logger, metrics: Metrics) {
         durationMs: Math.round(seconds * 100_000) / 100,
         clientId: principal?.clientId,
         authMethod: principal?.authMethod,
+        // Set only when the token is DPoP-bound, and then its proof was verified on this request.
+        dpop: principal?.boundKeyThumbprint === undefined ? undefined : true,
         kid: principal?.keyId,
         idempotencyKey: c.req.header('idempotency-key')?.slice(0, 100),
         rateLimit: rateLimit && { allowed: rateLimit.allowed, violated: rateLimit.violated, remaining: rateLimit.policies.map((policy) => policy.remaining) },

@@ -8,7 +8,8 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
  */
 
 export const REALM = 'predictor';
-const TYPE_BASE = 'urn:m2m-inference:problem:';
+/** Every problem's `type` is this URN followed by its slug (`urn:m2m-inference:problem:rate-limited`). */
+export const TYPE_BASE = 'urn:m2m-inference:problem:';
 
 export interface ProblemBody {
   type: string;
@@ -21,16 +22,20 @@ export interface ProblemBody {
 export class HttpProblem extends Error {
   override name = 'HttpProblem';
   readonly headers: Record<string, string>;
+  /** An authentication problem's challenge; `renderProblem` writes it for the schemes the predictor accepts. */
+  readonly challenge: Challenge | undefined;
 
   constructor(
     readonly status: number,
     readonly slug: string,
     readonly title: string,
     readonly detail: string,
-    options: { headers?: Record<string, string>; extensions?: Record<string, unknown> } = {},
+    options: { headers?: Record<string, string>; extensions?: Record<string, unknown>; challenge?: Challenge } = {},
   ) {
     super(detail);
-    this.headers = options.headers ?? {};
+    this.challenge = options.challenge;
+    // Without the server's options (a unit test of one module): the Bearer challenge alone.
+    this.headers = { ...(options.challenge ? { 'www-authenticate': wwwAuthenticate(options.challenge, 'Bearer', {}) } : {}), ...options.headers };
     this.extensions = options.extensions ?? {};
   }
 
@@ -41,17 +46,57 @@ export class HttpProblem extends Error {
   }
 }
 
-/** RFC 6750 section 3: quoted-string values of a Bearer challenge. */
-function bearerChallenge(attributes: Record<string, string>): string {
-  const quoted = Object.entries(attributes).map(([name, value]) => `${name}="${value.replace(/["\\]/g, '')}"`);
-  return ['Bearer ' + `realm="${REALM}"`, ...quoted].join(', ');
+/** The schemes of `Authorization` the predictor accepts (RFC 6750, RFC 9449). */
+export type AuthScheme = 'Bearer' | 'DPoP';
+
+/** What an authentication problem tells the client in `WWW-Authenticate`. */
+export interface Challenge {
+  /** RFC 6750 section 3.1 / RFC 9449 section 7.1 error code; absent: no credentials, or of another scheme. */
+  error?: string;
+  description?: string;
+  scope?: string;
+  /** The error belongs to this scheme whatever the request used (`invalid_dpop_proof`, `use_dpop_nonce`). */
+  scheme?: AuthScheme;
+}
+
+export interface ChallengeOptions {
+  /** RFC 9728 section 5.1: where the protected-resource metadata is (`resource_metadata`). */
+  resourceMetadataUrl?: string | undefined;
+  /** The `algs` of the DPoP challenge (RFC 9449 section 7.1); undefined: DPoP is not offered. */
+  dpopAlgorithms?: readonly string[] | undefined;
+}
+
+const quoted = (name: string, value: string) => `${name}="${value.replace(/["\\]/g, '')}"`;
+
+/**
+ * The `WWW-Authenticate` value: one challenge per accepted scheme (RFC 9110 section 11.6.1),
+ * the error on the scheme the request used (or the one the error belongs to), the other
+ * scheme bare, so a client learns it may use either. Each names the resource metadata.
+ */
+export function wwwAuthenticate(challenge: Challenge, usedScheme: AuthScheme, options: ChallengeOptions): string {
+  const errorScheme = challenge.scheme ?? usedScheme;
+  const schemes: AuthScheme[] = options.dpopAlgorithms ? ['Bearer', 'DPoP'] : ['Bearer'];
+  if (!schemes.includes(errorScheme)) schemes.push(errorScheme);
+  return schemes
+    .map((scheme) => {
+      const params = [quoted('realm', REALM)];
+      if (scheme === errorScheme && challenge.error) {
+        params.push(quoted('error', challenge.error));
+        if (challenge.scope) params.push(quoted('scope', challenge.scope));
+        if (challenge.description) params.push(quoted('error_description', challenge.description));
+      }
+      if (scheme === 'DPoP' && options.dpopAlgorithms) params.push(quoted('algs', options.dpopAlgorithms.join(' ')));
+      if (options.resourceMetadataUrl) params.push(quoted('resource_metadata', options.resourceMetadataUrl));
+      return `${scheme} ${params.join(', ')}`;
+    })
+    .join(', ');
 }
 
 /** No credentials at all: the challenge carries no error code (RFC 6750 section 3.1). */
 export class MissingCredentials extends HttpProblem {
   constructor() {
-    super(401, 'missing-credentials', 'Authentication required', 'Send an access token: Authorization: Bearer <token>.', {
-      headers: { 'www-authenticate': bearerChallenge({}) },
+    super(401, 'missing-credentials', 'Authentication required', 'Send an access token: Authorization: Bearer <token>, or Authorization: DPoP <token> with a DPoP proof.', {
+      challenge: {},
     });
   }
 }
@@ -62,16 +107,33 @@ export class MissingCredentials extends HttpProblem {
  */
 export class UnsupportedAuthScheme extends HttpProblem {
   constructor(scheme: string) {
-    super(401, 'unsupported-authentication-scheme', 'Authentication required', `The authorization scheme "${scheme}" is not supported; send Authorization: Bearer <token>.`, {
-      headers: { 'www-authenticate': bearerChallenge({}) },
+    super(401, 'unsupported-authentication-scheme', 'Authentication required', `The authorization scheme "${scheme}" is not supported; send Authorization: Bearer <token> or DPoP <token>.`, {
+      challenge: {},
     });
   }
 }
 
 export class InvalidToken extends HttpProblem {
-  constructor(detail: string) {
+  constructor(detail: string, options: { scheme?: AuthScheme } = {}) {
     super(401, 'invalid-token', 'Invalid access token', detail, {
-      headers: { 'www-authenticate': bearerChallenge({ error: 'invalid_token', error_description: detail }) },
+      challenge: { error: 'invalid_token', description: detail, ...(options.scheme ? { scheme: options.scheme } : {}) },
+    });
+  }
+}
+
+/** RFC 9449 section 7.1: the DPoP proof is missing, malformed or does not fit this request. */
+export class InvalidDpopProof extends HttpProblem {
+  constructor(detail: string) {
+    super(401, 'invalid-dpop-proof', 'Invalid DPoP proof', detail, { challenge: { error: 'invalid_dpop_proof', description: detail, scheme: 'DPoP' } });
+  }
+}
+
+/** RFC 9449 section 9: the proof must carry the nonce in `DPoP-Nonce` (a new one, or the first). */
+export class UseDpopNonce extends HttpProblem {
+  constructor(nonce: string, detail = 'The DPoP proof must carry the nonce this server provides in DPoP-Nonce.') {
+    super(401, 'use-dpop-nonce', 'DPoP nonce required', detail, {
+      challenge: { error: 'use_dpop_nonce', description: detail, scheme: 'DPoP' },
+      headers: { 'dpop-nonce': nonce },
     });
   }
 }
@@ -80,7 +142,7 @@ export class InvalidToken extends HttpProblem {
 export class InvalidAuthorizationRequest extends HttpProblem {
   constructor(detail: string) {
     super(400, 'invalid-request', 'Malformed credentials', detail, {
-      headers: { 'www-authenticate': bearerChallenge({ error: 'invalid_request', error_description: detail }) },
+      challenge: { error: 'invalid_request', description: detail },
     });
   }
 }
@@ -89,9 +151,7 @@ export class InsufficientScope extends HttpProblem {
   constructor(requiredScope: string) {
     const detail = `This route needs the scope "${requiredScope}".`;
     super(403, 'insufficient-scope', 'Insufficient scope', detail, {
-      headers: {
-        'www-authenticate': bearerChallenge({ error: 'insufficient_scope', scope: requiredScope, error_description: detail }),
-      },
+      challenge: { error: 'insufficient_scope', scope: requiredScope, description: detail },
       extensions: { required_scope: requiredScope },
     });
   }
@@ -241,9 +301,14 @@ export class InternalError extends HttpProblem {
   }
 }
 
-/** Renders through the context, so headers set earlier (X-Request-Id) are kept. */
-export function renderProblem(c: Context, problem: HttpProblem): Response {
+/**
+ * Renders through the context, so headers set earlier (X-Request-Id) are kept. With
+ * `challenges`, an authentication problem's challenge offers every accepted scheme, the
+ * error on `usedScheme` (the scheme of the request's Authorization, default Bearer).
+ */
+export function renderProblem(c: Context, problem: HttpProblem, challenges?: ChallengeOptions & { usedScheme?: AuthScheme | undefined }): Response {
   for (const [name, value] of Object.entries(problem.headers)) c.header(name, value);
+  if (problem.challenge && challenges) c.header('www-authenticate', wwwAuthenticate(problem.challenge, challenges.usedScheme ?? 'Bearer', challenges));
   c.header('content-type', 'application/problem+json');
   return c.body(JSON.stringify(problem.toBody()), problem.status as ContentfulStatusCode);
 }

@@ -4,6 +4,7 @@ import { HttpProblem, StoreUnavailable } from '../http/problems.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import type { ClaimResult, IdempotencyStore, IdempotencyStoreOptions, LeaseOutcome, StoredResponse } from '../idempotency/store.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
+import { MemoryProofReplayCache, type ProofReplayCache } from '../auth/dpop/replay-cache.js';
 import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import type { Plan } from '../limits/plans.js';
 import type { RateLimitDecision, RateLimiter } from '../limits/rate-limiter.js';
@@ -21,7 +22,10 @@ export { isOutage } from './outage.js';
  */
 export type FailurePolicy = 'fail-closed' | 'degrade';
 
-export type StoreName = 'rate_limiter' | 'idempotency';
+export type StoreName = 'rate_limiter' | 'idempotency' | 'dpop_replay';
+
+/** How a 503's detail names the store ("The … store is unavailable"). */
+const STORE_TITLES: Record<StoreName, string> = { rate_limiter: 'rate-limit', idempotency: 'idempotency', dpop_replay: 'DPoP replay' };
 
 export interface StoreGuardOptions {
   store: StoreName;
@@ -108,7 +112,7 @@ export class StoreGuard {
       result = await operation();
     } catch (error) {
       this.#markDownOrThrow(error);
-      throw new StoreUnavailable(this.#options.store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause: error });
+      throw new StoreUnavailable(STORE_TITLES[this.#options.store], { cause: error });
     }
     this.#markUp();
     return result;
@@ -129,7 +133,7 @@ export class StoreGuard {
       return fallback();
     }
     if (count) metrics.storeFailures.inc({ store, action: 'refused' });
-    throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause });
+    throw new StoreUnavailable(STORE_TITLES[store], { cause });
   }
 
   /** Marks the store down on an outage; rethrows an answer decided already (an HttpProblem), and any other error as this request's own 503. */
@@ -144,7 +148,7 @@ export class StoreGuard {
     const { store, engine, policy, logger, metrics } = this.#options;
     metrics.storeErrors.inc({ store });
     logger.error({ event: 'store.error', store, engine, policy, ...describeStoreError(error) }, `${store} store (${engine}) failed this request (not an outage): answering 503`);
-    throw new StoreUnavailable(store === 'rate_limiter' ? 'rate-limit' : 'idempotency', { cause: error });
+    throw new StoreUnavailable(STORE_TITLES[store], { cause: error });
   }
 
   #markDown(error: unknown): void {
@@ -206,6 +210,31 @@ export class GuardedRateLimiter implements RateLimiter {
       this.#scaledPlans.set(plan, scaled);
     }
     return scaled;
+  }
+}
+
+/**
+ * The shared DPoP replay cache under a failure policy. `fail-closed`: 503, no proof is
+ * accepted while Redis is down. `degrade`: this replica's memory: a proof accepted here is
+ * still refused here, but could be replayed once at each other replica during the outage.
+ */
+export class GuardedProofReplayCache implements ProofReplayCache {
+  readonly #fallback = new MemoryProofReplayCache();
+
+  constructor(
+    private readonly primary: ProofReplayCache & { healthy(): Promise<boolean> },
+    readonly guard: StoreGuard,
+  ) {}
+
+  firstUse(key: string, expiresAtMs: number): Promise<boolean> {
+    return this.guard.use(
+      () => this.primary.firstUse(key, expiresAtMs),
+      () => this.#fallback.firstUse(key, expiresAtMs),
+    );
+  }
+
+  healthy(): Promise<boolean> {
+    return this.guard.probe(() => this.primary.healthy()).then((status) => status === 'up');
   }
 }
 

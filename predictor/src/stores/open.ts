@@ -12,12 +12,16 @@ import type { IdempotencyStore, IdempotencyStoreOptions } from '../idempotency/s
 import { MemoryRateLimiter } from '../limits/memory.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
 import { RedisRateLimiter } from '../limits/redis.js';
-import { GuardedIdempotencyStore, GuardedRateLimiter, StoreGuard } from './failure-policy.js';
+import { MemoryProofReplayCache, type ProofReplayCache } from '../auth/dpop/replay-cache.js';
+import { RedisProofReplayCache } from '../auth/dpop/replay-cache-redis.js';
+import { GuardedIdempotencyStore, GuardedProofReplayCache, GuardedRateLimiter, StoreGuard, type StoreName } from './failure-policy.js';
 import { isPostgresOutage, isRedisOutage } from './outage.js';
 
 export interface PredictorStores {
   limiter: RateLimiter;
   idempotencyStore: IdempotencyStore;
+  /** The `jti`s of accepted DPoP proofs: Redis (shared by replicas) when REDIS_URL is set, else memory. */
+  proofReplayCache: ProofReplayCache;
   /** Each store's engine and state, for /readyz; `degraded` when a fallback serves. */
   status(): Promise<{ stores: Record<string, string>; unavailable: string | undefined; degraded: boolean }>;
   close(): Promise<void>;
@@ -56,7 +60,7 @@ export function redisClientOptions(): RedisOptions {
 export async function openStores(config: PredictorConfig, deps: { logger: Logger; metrics: Metrics }): Promise<PredictorStores> {
   const storeOptions: IdempotencyStoreOptions = { retentionMs: config.idempotencyRetentionMs, outboxRetentionMs: config.usageOutboxRetentionMs, leaseMs: config.idempotencyLeaseMs };
   const guards: StoreGuard[] = [];
-  const guard = (store: 'rate_limiter' | 'idempotency', engine: 'redis' | 'postgres', policy: PredictorConfig['rateLimitOnStoreFailure']) => {
+  const guard = (store: StoreName, engine: 'redis' | 'postgres', policy: PredictorConfig['rateLimitOnStoreFailure']) => {
     const isOutage = engine === 'redis' ? isRedisOutage : isPostgresOutage;
     const created = new StoreGuard({ store, engine, policy, isOutage, logger: deps.logger, metrics: deps.metrics });
     guards.push(created);
@@ -80,28 +84,38 @@ export async function openStores(config: PredictorConfig, deps: { logger: Logger
 
   let limiter: RateLimiter;
   let redis: Redis | undefined;
-  if (config.rateLimitStore === 'redis') {
-    redis = new Redis(config.redisUrl!, redisClientOptions());
+  // The rate limiter (unless RATE_LIMIT_STORE=memory) and the DPoP replay cache share one connection.
+  if (config.redisUrl !== undefined) {
+    redis = new Redis(config.redisUrl, redisClientOptions());
     redis.on('error', (error: Error) => deps.logger.debug({ event: 'redis.error', reason: error.message }, 'redis connection error'));
     // `once` rejects on the first 'error' (Redis down): that is not a reason to stop, only to wait no longer.
     await Promise.race([once(redis, 'ready').catch(() => {}), sleep(REDIS_STARTUP_WAIT_MS)]);
     if (redis.status !== 'ready') deps.logger.warn({ event: 'redis.not_ready', status: redis.status }, 'Redis is not reachable yet; serving under the failure policy until it is');
-    limiter = new GuardedRateLimiter(new RedisRateLimiter({ redis, keyPrefix: config.redisKeyPrefix }), guard('rate_limiter', 'redis', config.rateLimitOnStoreFailure), config.degradedLimitFraction);
+  }
+  if (config.rateLimitStore === 'redis') {
+    limiter = new GuardedRateLimiter(new RedisRateLimiter({ redis: redis!, keyPrefix: config.redisKeyPrefix }), guard('rate_limiter', 'redis', config.rateLimitOnStoreFailure), config.degradedLimitFraction);
   } else {
     limiter = new MemoryRateLimiter();
   }
+  // A proof accepted by one replica must be refused by every other: with replicas, Redis.
+  const proofReplayCache: ProofReplayCache = redis
+    ? new GuardedProofReplayCache(new RedisProofReplayCache({ redis, keyPrefix: `${config.redisKeyPrefix}dpop-jti:` }), guard('dpop_replay', 'redis', config.dpopReplayOnStoreFailure))
+    : new MemoryProofReplayCache();
 
   return {
     limiter,
     idempotencyStore,
+    proofReplayCache,
     async status() {
       const stores: Record<string, string> = {
         rate_limiter: config.rateLimitStore,
         idempotency: config.idempotencyStore,
+        dpop_replay: redis ? 'redis' : 'memory',
       };
       let unavailable: string | undefined;
       let degraded = false;
       if (limiter instanceof GuardedRateLimiter) await limiter.healthy();
+      if (proofReplayCache instanceof GuardedProofReplayCache) await proofReplayCache.healthy();
       const idempotencyHealthy = await idempotencyStore.healthy();
       if (!(idempotencyStore instanceof GuardedIdempotencyStore) && !idempotencyHealthy) unavailable = 'idempotency store unavailable';
       for (const g of guards) {
