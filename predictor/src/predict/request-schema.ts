@@ -18,9 +18,16 @@ const feature = z
 const irisRow = z.tuple([feature, feature, feature, feature]);
 
 /** Contract section 4: 1 to 1000 rows of 4 finite numbers (each within ±MAX_FEATURE_MAGNITUDE), nothing else. */
-export const PredictRequestSchema = z.strictObject({
-  inputs: z.array(irisRow).min(1).max(MAX_ROWS),
-});
+export const PredictRequestSchema = z
+  .strictObject({
+    inputs: z.array(irisRow).min(1).max(MAX_ROWS),
+  })
+  // Documentation only (the OpenAPI document's component and example); validation is unchanged.
+  .meta({
+    ref: 'PredictRequest',
+    description: 'Rows of Iris features in centimetres, in the order of GET /v1/models `features`: sepal length, sepal width, petal length, petal width.',
+    examples: [{ inputs: [[5.1, 3.5, 1.4, 0.2]] }],
+  });
 
 export type PredictRequest = z.infer<typeof PredictRequestSchema>;
 

@@ -13,6 +13,7 @@ import type { IdempotencyStore, StoredResponse } from '../idempotency/store.js';
 import { chargeRateLimit, type RateLimitDeps } from '../limits/middleware.js';
 import { NonFiniteLogits, type IrisModel } from '../model/index.js';
 import { parsePredictRequest, type PredictRequest } from './request-schema.js';
+import type { PredictResponse } from './response-schema.js';
 
 export interface PredictHandlerDeps extends RateLimitDeps {
   model: IrisModel;
@@ -44,7 +45,7 @@ export function predictHandler(deps: PredictHandlerDeps) {
     deps.metrics.predictions.inc();
     const id = deps.newPredictionId();
     const now = deps.now();
-    const body = JSON.stringify({ id, model: deps.model.id, created: Math.floor(now / 1000), predictions });
+    const body = JSON.stringify({ id, model: deps.model.id, created: Math.floor(now / 1000), predictions } satisfies PredictResponse);
     const principal = c.get('principal')!;
     const usage: UsageEvent = {
       id,
