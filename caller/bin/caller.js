@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI in place through tsx; container images run the compiled dist/ instead.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI, dist/caller.js (see build.js): plain JavaScript, no TypeScript
+// loader at run time. In a checkout, a bundle older than its sources is rebuilt first.
+import { freshBundle } from './build.js';
 
-register();
-await import('../src/cli/main.ts');
+await import(await freshBundle());

@@ -13,6 +13,7 @@ export type StopReason =
   | 'attempts-exhausted'
   | 'retry-after-too-long' // the server asked for a wait beyond the cap or the deadline
   | 'budget-exhausted' // the shared retry budget is empty: fail fast, don't add load
+  | 'quota-exhausted' // the client's daily quota is used up until `resetsAt`: no attempt can succeed before
   | 'deadline'
   | 'aborted';
 
@@ -65,6 +66,23 @@ export class RetriesExhaustedError extends PredictorCallError {
   override name = 'RetriesExhaustedError';
 }
 
+/**
+ * The client's shared retry budget refused another retry: its recent attempts failed too often
+ * (the predictor may well be reachable). Failing fast here is what keeps a crowd of calls from
+ * multiplying the load on a struggling server.
+ */
+export class RetryBudgetExhaustedError extends RetriesExhaustedError {
+  override name = 'RetryBudgetExhaustedError';
+
+  constructor(
+    /** What the last attempt got: its status, or the network error when nothing came back. */
+    lastOutcome: string,
+    summary: CallSummary,
+  ) {
+    super(`retry budget exhausted: too many of this client's recent attempts failed to retry again (last attempt: ${lastOutcome})`, 'budget-exhausted', summary);
+  }
+}
+
 /** The predictor asked to come back later than the caller may wait; `retryAt` says when. */
 export class RetryAfterTooLongError extends PredictorCallError {
   override name = 'RetryAfterTooLongError';
@@ -80,4 +98,16 @@ export class RetryAfterTooLongError extends PredictorCallError {
 /** No answer at all (connection refused, reset, timeout) on the last attempt. */
 export class PredictorUnreachableError extends PredictorCallError {
   override name = 'PredictorUnreachableError';
+}
+
+/** The client's daily quota is used up: no call can succeed before `resetsAt`, so none is attempted. */
+export class QuotaExhaustedError extends PredictorCallError {
+  override name = 'QuotaExhaustedError';
+
+  constructor(
+    readonly resetsAt: Date,
+    summary: CallSummary,
+  ) {
+    super(`the daily quota is used up until ${resetsAt.toISOString()}`, 'quota-exhausted', summary);
+  }
 }

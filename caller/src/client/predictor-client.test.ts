@@ -6,7 +6,7 @@ import type { AccessToken } from '../tokens/token-source.js';
 import { systemClock } from '../retry/clock.js';
 import { RetryBudget } from '../retry/retry-budget.js';
 import { ManualClock } from '../testing/manual-clock.js';
-import { PredictorApiError, PredictorCallError, PredictorUnreachableError, RetriesExhaustedError, RetryAfterTooLongError } from './errors.js';
+import { PredictorApiError, PredictorCallError, PredictorUnreachableError, QuotaExhaustedError, RetriesExhaustedError, RetryAfterTooLongError, RetryBudgetExhaustedError } from './errors.js';
 import { PredictorClient, type AttemptEvent } from './predictor-client.js';
 
 const stubs: { close: () => Promise<void> }[] = [];
@@ -39,6 +39,18 @@ async function predictor(answer: (authorization: string, attempt: number) => [nu
   });
   stubs.push(stub);
   return stub;
+}
+
+/** mulberry32: a small seeded generator, so that a test's "random" losses are the same on every run. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
 }
 
 const OK = { id: 'pred_1', model: 'iris-softmax-v1', created: 0, predictions: [] };
@@ -177,15 +189,117 @@ describe('PredictorClient retries', () => {
     await assert.rejects(client.predict(ROWS), (error: unknown) => error instanceof PredictorUnreachableError && error.attempts === 5 && error.lastStatus === undefined);
   });
 
-  it('shares a retry budget: 100 concurrent calls against a server that always answers 503 make at most 100 + 10 requests', async () => {
-    const stub = await predictor(() => [503, {}]);
-    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock(), retryBudget: new RetryBudget({ maxTokens: 10 }) });
+  it('shares a retry budget: 100 concurrent calls against a server that always answers 503 make at most 100 + 500 / 5 requests', async () => {
+    const stub = await predictor(() => [503, {}, { 'retry-after': '1' }]);
+    const budget = new RetryBudget();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock(), retryBudget: budget, maxAttempts: 1_000 });
     const results = await Promise.allSettled(Array.from({ length: 100 }, () => client.predict(ROWS)));
     assert.ok(results.every((result) => result.status === 'rejected'));
     const reasons = results.map((result) => (result as PromiseRejectedResult).reason as PredictorCallError);
-    assert.ok(reasons.filter((error) => error.reason === 'budget-exhausted').length >= 90);
-    assert.ok(stub.requests.length <= 110, `${stub.requests.length} requests`);
+    assert.ok(reasons.every((error) => error instanceof RetryBudgetExhaustedError && error.reason === 'budget-exhausted'), 'every call ends on the budget');
+    assert.equal(stub.requests.length, 100 + 500 / 5);
+    assert.equal(budget.available, 0);
   });
+
+  it('charges 10 for a retry after no answer: 20 calls against a closed port make at most 20 + 500 / 10 attempts', async () => {
+    const stub = await predictor(() => [200, OK]);
+    await stub.close();
+    const events: AttemptEvent[] = [];
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock(), random: () => 0, maxAttempts: 10, onAttempt: (event) => events.push(event) });
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => client.predict(ROWS)));
+    const reasons = results.map((result) => (result as PromiseRejectedResult).reason as PredictorCallError);
+    assert.ok(reasons.every((error) => error instanceof RetryBudgetExhaustedError), 'every call ends on the budget, none as unreachable');
+    assert.match(reasons[0]!.message, /^retry budget exhausted: .*last attempt: no answer/);
+    assert.equal(events.length, 20 + 500 / 10);
+  });
+
+  it('carries 20% lost answers through 1 000 calls at concurrency 20: the budget never runs low', async () => {
+    let answer = 0;
+    // A fifth of the answers lost (the connection closes with no response), drawn from a seeded generator.
+    const lose = seededRandom(20);
+    const stub = await startStubServer((_request, _body, response) => {
+      answer += 1;
+      if (lose() < 0.2) return void response.socket?.destroy();
+      sendJson(response, 200, OK);
+    });
+    stubs.push(stub);
+    const budget = new RetryBudget();
+    let lowest = budget.available;
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock: new ManualClock(), retryBudget: budget, random: () => 0.5, maxAttempts: 10, onAttempt: () => (lowest = Math.min(lowest, budget.available)) });
+    let next = 0;
+    const worker = async () => {
+      while (next++ < 1_000) await client.predict(ROWS);
+    };
+    await Promise.all(Array.from({ length: 20 }, worker));
+    assert.ok(answer >= 1_200, `${answer} requests for 1 000 calls with a fifth of the answers lost`);
+    assert.ok(lowest > 250, `the budget went as low as ${lowest} of 500`);
+  });
+});
+
+describe('PredictorClient pacing from the rate-limit fields', () => {
+  const ROWS: [number, number, number, number][] = [[1, 2, 3, 4]];
+  const DAILY_SPENT = {
+    'ratelimit-policy': '"burst";q=30;w=3, "daily";q=1000;w=86400',
+    ratelimit: '"burst";r=29;t=1, "daily";r=0;t=43200',
+  };
+
+  for (const [fields, headers] of [
+    ['the IETF fields', DAILY_SPENT],
+    ['X-RateLimit-* alone', { 'x-ratelimit-limit': '1000', 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': '43200' }],
+  ] as const) {
+    it(`stops the next call at once, sending nothing, when ${fields} say the daily quota is spent`, async () => {
+      const stub = await predictor(() => [200, OK, headers]);
+      const clock = new ManualClock();
+      const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock });
+      await client.predict(ROWS);
+      await assert.rejects(client.predict(ROWS), (error: unknown) => {
+        assert.ok(error instanceof QuotaExhaustedError);
+        assert.equal(error.reason, 'quota-exhausted');
+        assert.equal(error.resetsAt.getTime(), clock.wallNow() + 43_200_000);
+        assert.equal(error.attempts, 0);
+        return true;
+      });
+      assert.equal(stub.requests.length, 1);
+    });
+  }
+
+  it('turns a 429 for the daily quota into QuotaExhaustedError after one attempt, not a wait', async () => {
+    const stub = await predictor(() => [429, { status: 429, violated_policy: 'daily' }, { ...DAILY_SPENT, 'retry-after': '43200' }]);
+    const clock = new ManualClock();
+    const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock });
+    await assert.rejects(client.predict(ROWS), (error: unknown) => error instanceof QuotaExhaustedError && error.attempts === 1 && error.resetsAt.getTime() === clock.wallNow() + 43_200_000);
+    assert.equal(stub.requests.length, 1);
+    assert.deepEqual(clock.sleeps, []);
+  });
+
+  for (const style of ['ietf', 'x-ratelimit'] as const) {
+    it(`keeps 20 concurrent calls inside the server's token bucket (${style} fields): 200 calls, no 429`, async () => {
+      const clock = new ManualClock();
+      // The predictor's bucket (burst 10, 5 per second) on the test's clock.
+      const plan = { burst: 10, refillPerSecond: 5 };
+      let tokens = plan.burst;
+      let at = clock.now();
+      const stub = await predictor(() => {
+        tokens = Math.min(plan.burst, tokens + ((clock.now() - at) / 1000) * plan.refillPerSecond);
+        at = clock.now();
+        const allowed = tokens >= 1;
+        if (allowed) tokens -= 1;
+        const [remaining, reset] = [Math.floor(tokens), Math.ceil((plan.burst - tokens) / plan.refillPerSecond)];
+        const headers: Record<string, string> =
+          style === 'ietf'
+            ? { 'ratelimit-policy': `"burst";q=${plan.burst};w=2`, ratelimit: `"burst";r=${remaining};t=${reset}` }
+            : { 'x-ratelimit-limit': String(plan.burst), 'x-ratelimit-remaining': String(remaining), 'x-ratelimit-reset': String(reset) };
+        return allowed ? [200, OK, headers] : [429, { status: 429 }, { ...headers, 'retry-after': '1' }];
+      });
+      const client = new PredictorClient({ baseUrl: stub.url, tokens: fakeTokens(), clock });
+      let next = 0;
+      const worker = async () => {
+        while (next++ < 200) await client.predict(ROWS);
+      };
+      await Promise.all(Array.from({ length: 20 }, worker));
+      assert.equal(stub.requests.length, 200, 'every call took one attempt: none was refused');
+    });
+  }
 });
 
 describe('PredictorClient with a real TokenSource', () => {

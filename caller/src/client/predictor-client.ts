@@ -3,13 +3,19 @@ import { fullJitterDelay, type BackoffOptions } from '../retry/backoff.js';
 import { systemClock, type Clock } from '../retry/clock.js';
 import { parseRetryAfter } from '../retry/retry-after.js';
 import { RetryBudget } from '../retry/retry-budget.js';
+import { parseRateLimitFields } from '../limits/rate-limit-fields.js';
+import { NoRoomError, RateLimitView, type Permit } from '../limits/rate-limit-view.js';
 import type { AccessToken, TokenSource } from '../tokens/token-source.js';
+import { authorizationHeaders } from '../dpop/authorization.js';
+import { asksForDpopNonce, parseChallenges } from './challenges.js';
 import {
   PredictorApiError,
   PredictorCallError,
   PredictorUnreachableError,
+  QuotaExhaustedError,
   RetriesExhaustedError,
   RetryAfterTooLongError,
+  RetryBudgetExhaustedError,
   type CallSummary,
   type Problem,
   type StopReason,
@@ -38,8 +44,11 @@ export interface AttemptEvent {
   next: 'done' | 'retry' | 'refresh-token' | 'stop';
   /** Wait before the next attempt (in milliseconds); 0 unless `next` is `retry`. */
   waitMs: number;
-  /** Why the wait is what it is (`backoff`, `retry-after`), or why the call ends. */
-  reason: 'success' | 'backoff' | 'retry-after' | 'token-refresh' | StopReason;
+  /**
+   * Why the wait is what it is (`backoff`, `retry-after`; `dpop-nonce`: the predictor asked for
+   * a DPoP proof with its nonce, sent again at once), or why the call ends.
+   */
+  reason: 'success' | 'backoff' | 'retry-after' | 'token-refresh' | 'dpop-nonce' | StopReason;
 }
 
 export interface PredictorClientOptions {
@@ -52,8 +61,13 @@ export interface PredictorClientOptions {
   backoff?: BackoffOptions;
   /** Timeout of one attempt (in milliseconds). Default 10 000. */
   attemptTimeoutMs?: number;
-  /** Shared by every call of this client. Default: 10 retries, refilled 0.1 per success. */
+  /** Shared by every call of this client. Default: the AWS standard retry quota (500 units, a retry 5 or 10, see RetryBudget). */
   retryBudget?: RetryBudget;
+  /**
+   * The server's rate limits as this client sees them, from the rate-limit fields of every answer;
+   * every attempt waits in it for room (first come, first served). Default: one per client.
+   */
+  rateLimits?: RateLimitView;
   /** Idempotency key of a new logical prediction. Default: a random UUID v4. */
   newIdempotencyKey?: () => string;
   onAttempt?: (event: AttemptEvent) => void;
@@ -76,7 +90,9 @@ export interface PredictOptions {
 /**
  * Calls the predictor: one Idempotency-Key per logical prediction, the same on every
  * attempt; bounded, jittered retries that honour Retry-After; one token refresh on
- * 401; an immediate stop on answers a retry cannot change.
+ * 401; an immediate stop on answers a retry cannot change. A DPoP-bound token goes as
+ * `Authorization: DPoP` with a new proof per attempt; a 401 `use_dpop_nonce` is sent
+ * again at once with the predictor's nonce, once, outside the attempts and the budget.
  */
 export class PredictorClient {
   readonly #options: PredictorClientOptions & { baseUrl: string };
@@ -84,6 +100,7 @@ export class PredictorClient {
   readonly #clock: Clock;
   readonly #random: () => number;
   readonly #budget: RetryBudget;
+  readonly #rateLimits: RateLimitView;
 
   constructor(options: PredictorClientOptions) {
     this.#options = { ...options, baseUrl: options.baseUrl.replace(/\/+$/, '') };
@@ -91,6 +108,7 @@ export class PredictorClient {
     this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? Math.random;
     this.#budget = options.retryBudget ?? new RetryBudget();
+    this.#rateLimits = options.rateLimits ?? new RateLimitView({ clock: this.#clock });
   }
 
   async predict(inputs: IrisRow[], options: PredictOptions = {}): Promise<PredictResponse> {
@@ -109,17 +127,35 @@ export class PredictorClient {
     const deadlineAt = options.deadlineMs === undefined ? Number.POSITIVE_INFINITY : clock.now() + options.deadlineMs;
     const summary: CallSummary = { attempts: 0, totalWaitMs: 0, lastStatus: undefined };
     let refreshedToken = false;
+    const url = `${this.#options.baseUrl}${path}`;
+    /** Attempts that only answered the predictor's request for a DPoP nonce: not counted against `maxAttempts`. */
+    let nonceRetries = 0;
+    let lastWasNonceRetry = false;
+    /** What this call's last retry took from the budget; a success gives it back. */
+    let lastRetryCost: number | undefined;
     const emit = (event: Omit<AttemptEvent, 'idempotencyKey' | 'attempt'>) => this.#options.onAttempt?.({ idempotencyKey, attempt: summary.attempts, ...event });
 
     for (;;) {
       if (options.signal?.aborted) throw new PredictorCallError('call aborted', 'aborted', summary, { cause: options.signal.reason });
-      summary.attempts += 1;
-      const token = await this.#options.tokens.getToken();
-      const outcome = await this.#attempt(method, path, body, idempotencyKey, token, options.signal, deadlineAt);
+      const permit = await this.#roomForAttempt(options.signal, maxDelayMs, deadlineAt, summary);
+      let outcome: { response?: Response; error?: string };
+      let token: AccessToken;
+      try {
+        summary.attempts += 1;
+        token = await this.#options.tokens.getToken();
+        outcome = await this.#attempt(method, url, body, idempotencyKey, token, options.signal, deadlineAt);
+        permit.settle({ answered: outcome.response !== undefined, policies: outcome.response && parseRateLimitFields(outcome.response.headers, clock.wallNow()) });
+      } finally {
+        permit.settle({ answered: false, policies: undefined }); // no-op once settled; frees the slot when the token failed
+      }
       summary.lastStatus = outcome.response?.status;
+      // RFC 9449 section 8.2: any answer may carry the nonce to use next; proofs for this origin take the latest.
+      if (token.tokenType === 'DPoP' && outcome.response) token.dpopKey?.rememberNonce(url, outcome.response.headers);
+      const afterNonceRetry = lastWasNonceRetry;
+      lastWasNonceRetry = false;
 
       if (outcome.response?.ok) {
-        this.#budget.recordSuccess();
+        this.#budget.recordSuccess(lastRetryCost);
         emit({ status: outcome.response.status, error: undefined, next: 'done', waitMs: 0, reason: 'success' });
         return outcome.response.json();
       }
@@ -131,8 +167,18 @@ export class PredictorClient {
         throw error;
       };
 
+      // The predictor wants its nonce in the proof (RFC 9449 section 9): the same request again at once,
+      // with a new proof carrying it. Not a failure: no wait, no budget, no attempt counted. Twice in a row is final.
+      const nonceChallenge = status === 401 && token.tokenType === 'DPoP' && asksForDpopNonce(response!);
+      if (nonceChallenge && !afterNonceRetry && response!.headers.has('dpop-nonce')) {
+        nonceRetries += 1;
+        lastWasNonceRetry = true;
+        await response!.body?.cancel();
+        emit({ status, error: undefined, next: 'retry', waitMs: 0, reason: 'dpop-nonce' });
+        continue;
+      }
       // An expired or revoked token: one refresh, one replay with the same key; a second 401 is final.
-      if (status === 401 && !refreshedToken) {
+      if (status === 401 && !refreshedToken && !nonceChallenge) {
         refreshedToken = true;
         this.#options.tokens.invalidate(token);
         await response!.body?.cancel();
@@ -147,14 +193,22 @@ export class PredictorClient {
       const failure = (reason: StopReason, message: string) =>
         response ? new RetriesExhaustedError(message, reason, summary) : new PredictorUnreachableError(`predictor unreachable at ${this.#options.baseUrl}: ${outcome.error}`, reason, summary);
       await response?.body?.cancel();
-      if (summary.attempts >= maxAttempts) stop('attempts-exhausted', failure('attempts-exhausted', 'retries exhausted'));
+      // A 429 whose limit stays spent beyond the wait cap (a daily quota): no attempt can succeed before it resets.
+      const blocked = status === 429 ? this.#rateLimits.blockedUntil() : undefined;
+      if (blocked && blocked.atMs - clock.now() > maxDelayMs) stop('quota-exhausted', new QuotaExhaustedError(new Date(clock.wallNow() + (blocked.atMs - clock.now())), summary));
+      if (summary.attempts - nonceRetries >= maxAttempts) stop('attempts-exhausted', failure('attempts-exhausted', 'retries exhausted'));
       const retryAfterMs = parseRetryAfter(response?.headers.get('retry-after'), clock.wallNow());
       if (retryAfterMs !== undefined && (retryAfterMs > maxDelayMs || clock.now() + retryAfterMs > deadlineAt)) {
         stop('retry-after-too-long', new RetryAfterTooLongError(new Date(clock.wallNow() + retryAfterMs), summary));
       }
-      // Retries the server paces itself (Retry-After) don't draw on the budget; the budget
-      // bounds the retries this client times on its own, which is what multiplies load.
-      if (retryAfterMs === undefined && !this.#budget.tryAcquire()) stop('budget-exhausted', failure('budget-exhausted', 'retry budget exhausted'));
+      // A 429 or 409 with Retry-After is the protocol pacing a healthy exchange (a rate limit, a key
+      // still executing): not charged. Every other retry is, 5 units after an answer, 10 after none.
+      const serverPaced = retryAfterMs !== undefined && (status === 429 || status === 409);
+      if (!serverPaced) {
+        const cost = this.#budget.tryAcquire(response ? 'answered' : 'no-answer');
+        if (cost === undefined) stop('budget-exhausted', new RetryBudgetExhaustedError(status === undefined ? `no answer, ${outcome.error}` : `status ${status}`, summary));
+        lastRetryCost = cost;
+      }
       const backoffMs = fullJitterDelay(summary.attempts, { ...this.#options.backoff, maxDelayMs }, this.#random);
       const waitMs = Math.max(backoffMs, retryAfterMs ?? 0);
       if (clock.now() + waitMs >= deadlineAt) stop('deadline', failure('deadline', 'deadline reached'));
@@ -168,22 +222,36 @@ export class PredictorClient {
     }
   }
 
+  /** Waits for room in the server's rate limits; a quota spent beyond the wait cap or the deadline ends the call here. */
+  async #roomForAttempt(signal: AbortSignal | undefined, maxDelayMs: number, deadlineAt: number, summary: CallSummary): Promise<Permit> {
+    try {
+      const permit = await this.#rateLimits.acquire({ signal, maxWaitMs: maxDelayMs, deadlineAt });
+      summary.totalWaitMs += permit.waitedMs;
+      return permit;
+    } catch (error) {
+      if (!(error instanceof NoRoomError)) throw new PredictorCallError('call aborted', 'aborted', summary, { cause: error });
+      if (error.why === 'beyond-wait-cap') throw new QuotaExhaustedError(new Date(this.#clock.wallNow() + error.waitMs), summary);
+      throw new RetriesExhaustedError(`deadline reached while waiting for room in rate-limit policy ${error.policy}`, 'deadline', summary);
+    }
+  }
+
   async #attempt(
     method: string,
-    path: string,
+    url: string,
     body: unknown,
     idempotencyKey: string | undefined,
     token: AccessToken,
     signal: AbortSignal | undefined,
     deadlineAt: number,
   ): Promise<{ response?: Response; error?: string }> {
-    const headers: Record<string, string> = { authorization: `Bearer ${token.value}`, accept: 'application/json' };
+    // A new DPoP proof per attempt (fresh jti, iat now, the origin's latest nonce); a bound token never goes as Bearer.
+    const headers: Record<string, string> = { ...(await authorizationHeaders(token, { method, url })), accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey;
     const timeoutMs = Math.max(1, Math.min(this.#options.attemptTimeoutMs ?? 10_000, deadlineAt - this.#clock.now()));
     const attemptSignal = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
     try {
-      const response = await this.#fetch(`${this.#options.baseUrl}${path}`, { method, headers, body: body === undefined ? null : JSON.stringify(body), signal: attemptSignal });
+      const response = await this.#fetch(url, { method, headers, body: body === undefined ? null : JSON.stringify(body), signal: attemptSignal });
       return { response };
     } catch (error) {
       const cause = (error as Error & { cause?: Error }).cause;
@@ -200,7 +268,7 @@ async function readProblem(response: Response): Promise<Problem | undefined> {
   }
 }
 
-/** The `error` attribute of an RFC 6750 Bearer challenge. */
+/** The `error` of the first challenge that has one (RFC 6750 Bearer, RFC 9449 DPoP). */
 export function bearerError(header: string | null): string | undefined {
-  return header?.match(/\berror="([^"]*)"/)?.[1];
+  return parseChallenges(header).find((challenge) => challenge.params['error'] !== undefined)?.params['error'];
 }

@@ -9,7 +9,13 @@ export class TokenRequestError extends Error {
 
   constructor(
     message: string,
-    /** OAuth error code (`invalid_client`, …), or `network_error` / `server_error`. */
+    /**
+     * OAuth error code (`invalid_client`, …), or `network_error` / `server_error`; for
+     * configuration the server cannot fix: `metadata_not_found` (no RFC 8414 or OpenID
+     * metadata at the issuer), `issuer_mismatch`, `insecure_transport`, `dpop_not_supported`
+     * (a DPoP key the authorization server does not take, or a bearer token where a bound one
+     * was asked for).
+     */
     readonly code: string,
     /** HTTP status of the token endpoint's answer, if it answered. */
     readonly status: number | undefined,
@@ -25,8 +31,11 @@ export class TokenRequestError extends Error {
   readonly retryAfter: string | null;
 }
 
-/** Normalises openid-client's errors; never includes request bodies, so no secret leaks. */
-export function toTokenRequestError(error: unknown): TokenRequestError {
+/**
+ * Normalises openid-client's errors; never includes request bodies, so no secret leaks.
+ * `endpoint` names what was asked, and where, in the messages about an unexpected answer or none.
+ */
+export function toTokenRequestError(error: unknown, endpoint: { name: string; url?: string | undefined } = { name: 'token endpoint' }): TokenRequestError {
   if (error instanceof TokenRequestError) return error;
   if (error instanceof ResponseBodyError) {
     return oauthError(error.error, error.status, error.error_description, error.response.headers.get('retry-after'));
@@ -39,14 +48,29 @@ export function toTokenRequestError(error: unknown): TokenRequestError {
   const cause = (error as { cause?: unknown } | null)?.cause;
   if (cause instanceof Response) {
     const retryable = cause.status === 429 || cause.status >= 500;
-    return new TokenRequestError(`token endpoint answered ${cause.status}`, retryable ? 'server_error' : 'invalid_response', cause.status, retryable, { cause: error, retryAfter: cause.headers.get('retry-after') });
+    return new TokenRequestError(`${endpoint.name}${endpoint.url ? ` at ${endpoint.url}` : ''} answered ${cause.status}`, retryable ? 'server_error' : 'invalid_response', cause.status, retryable, { cause: error, retryAfter: cause.headers.get('retry-after') });
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return new TokenRequestError(`token endpoint unreachable: ${message}`, 'network_error', undefined, true, { cause: error });
+  return new TokenRequestError(`${endpoint.name} unreachable${endpoint.url ? ` at ${endpoint.url}` : ''}: ${networkCause(error)}`, 'network_error', undefined, true, { cause: error });
 }
+
+/**
+ * The reason under fetch's `TypeError: fetch failed`: `connect ECONNREFUSED 127.0.0.1:9000`,
+ * `getaddrinfo ENOTFOUND auth.example`; for `localhost` (tried on ::1 and 127.0.0.1) an AggregateError with one per address.
+ */
+export function networkCause(error: unknown): string {
+  let cause: unknown = error;
+  while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+  if (cause instanceof AggregateError && cause.errors.length > 0) cause = cause.errors[0];
+  if (!(cause instanceof Error)) return String(cause);
+  return cause.message || (cause as NodeJS.ErrnoException).code || cause.name;
+}
+
+/** oidc-provider's refusal of a token request without a proof from a client registered to require DPoP. */
+const DPOP_REQUIRED = /DPoP proof JWT not provided/;
 
 function oauthError(code: string, status: number, description: string | undefined, retryAfter: string | null): TokenRequestError {
   const permanent = PERMANENT_OAUTH_ERRORS.has(code);
-  const text = description ? `${code}: ${description}` : code;
+  let text = description ? `${code}: ${description}` : code;
+  if (description && DPOP_REQUIRED.test(description)) text += '; this client is registered to use DPoP: give it a key (the caller CLI: --dpop or CLIENT_DPOP=true)';
   return new TokenRequestError(`token request refused (${status} ${text})`, code, status, !permanent && (status === 429 || status >= 500), { retryAfter });
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { sendJson, startStubIssuer } from '../testing/stub-server.js';
+import { sendJson, startStubIssuer, startStubServer } from '../testing/stub-server.js';
 import { TokenRequestError } from './token-errors.js';
 import { TokenSource } from './token-source.js';
 import { ManualClock } from '../testing/manual-clock.js';
@@ -133,5 +133,78 @@ describe('TokenSource', () => {
     assert.equal(await tokens.getToken({ scope: 'models:read' }), b, 'invalidating one key leaves the others');
     const scopes = stub.requests.filter((request) => request.path === '/token').map((request) => new URLSearchParams(request.body).get('scope'));
     assert.deepEqual(scopes.sort(), ['models:read', 'predict']);
+  });
+});
+
+describe('TokenSource discovery', () => {
+  /** A plain OAuth 2 server: only the metadata documents named in `serve`, and a token endpoint. */
+  async function server(serve: string[]) {
+    const stub = await startStubServer((request, _body, response) => {
+      if (serve.includes(request.url ?? '')) return sendJson(response, 200, { issuer: stub.url, token_endpoint: `${stub.url}/oauth/token` });
+      if (request.url === '/oauth/token') return sendJson(response, 200, { access_token: 'tok', token_type: 'bearer', expires_in: 60 });
+      sendJson(response, 404, { error: 'not_found' });
+    });
+    stubs.push(stub);
+    return stub;
+  }
+
+  it('uses RFC 8414 metadata (/.well-known/oauth-authorization-server) from a server without OpenID metadata', async () => {
+    const stub = await server(['/.well-known/oauth-authorization-server']);
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's' });
+    assert.equal((await tokens.getToken()).value, 'tok');
+    assert.deepEqual(stub.requests.map((request) => request.path), ['/.well-known/oauth-authorization-server', '/oauth/token']);
+  });
+
+  it('falls back to OpenID metadata (/.well-known/openid-configuration) when RFC 8414 metadata answers 404', async () => {
+    const stub = await server(['/.well-known/openid-configuration']);
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's' });
+    assert.equal((await tokens.getToken()).value, 'tok');
+    assert.deepEqual(stub.requests.map((request) => request.path), ['/.well-known/oauth-authorization-server', '/.well-known/openid-configuration', '/oauth/token']);
+  });
+
+  it('reports no metadata at either URL as a configuration error naming both, not a failed authentication, and sends no token request', async () => {
+    const stub = await server([]);
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock: new ManualClock() });
+    await assert.rejects(tokens.getToken(), (error: unknown) => {
+      assert.ok(error instanceof TokenRequestError);
+      assert.equal(error.code, 'metadata_not_found');
+      assert.equal(error.retryable, false);
+      assert.ok(error.message.includes(`${stub.url}/.well-known/oauth-authorization-server or ${stub.url}/.well-known/openid-configuration`), error.message);
+      return true;
+    });
+    assert.equal(stub.requests.length, 2);
+  });
+
+  it('names the metadata document that names another issuer', async () => {
+    const stub = await startStubServer((_request, _body, response) => sendJson(response, 200, { issuer: 'http://elsewhere.example', token_endpoint: 'http://elsewhere.example/token' }));
+    stubs.push(stub);
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock: new ManualClock() });
+    await assert.rejects(tokens.getToken(), (error: unknown) => error instanceof TokenRequestError && error.code === 'issuer_mismatch' && error.message.includes('http://elsewhere.example'));
+  });
+
+  /** A loopback port nothing listens on (it was free a moment ago). */
+  async function closedPort(): Promise<number> {
+    const probe = await startStubServer(() => {});
+    await probe.close();
+    return Number(new URL(probe.url).port);
+  }
+
+  it('names the URL and the cause when the token endpoint cannot be reached', async () => {
+    const port = await closedPort();
+    const stub = await startStubServer((_request, _body, response) => sendJson(response, 200, { issuer: stub.url, token_endpoint: `http://127.0.0.1:${port}/token` }));
+    stubs.push(stub);
+    const tokens = new TokenSource({ issuer: stub.url, clientId: 'c', clientSecret: () => 's', clock: new ManualClock(), maxAttempts: 1 });
+    await assert.rejects(tokens.getToken(), (error: unknown) => {
+      assert.ok(error instanceof TokenRequestError);
+      assert.equal(error.code, 'network_error');
+      assert.equal(error.message, `token endpoint unreachable at http://127.0.0.1:${port}/token: connect ECONNREFUSED 127.0.0.1:${port}`);
+      return true;
+    });
+  });
+
+  it('names the metadata URL and the cause when the issuer cannot be reached', async () => {
+    const port = await closedPort();
+    const tokens = new TokenSource({ issuer: `http://127.0.0.1:${port}`, clientId: 'c', clientSecret: () => 's', clock: new ManualClock(), maxAttempts: 1 });
+    await assert.rejects(tokens.getToken(), { message: `authorization server metadata unreachable at http://127.0.0.1:${port}/.well-known/oauth-authorization-server: connect ECONNREFUSED 127.0.0.1:${port}` });
   });
 });

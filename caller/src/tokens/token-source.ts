@@ -1,4 +1,5 @@
 import * as oidc from 'openid-client';
+import type { DPoPKey } from '../dpop/dpop-key.js';
 import { fullJitterDelay } from '../retry/backoff.js';
 import { systemClock, type Clock } from '../retry/clock.js';
 import { parseRetryAfter } from '../retry/retry-after.js';
@@ -22,6 +23,13 @@ export interface TokenSourceOptions {
   scope?: string | undefined;
   /** RFC 8707 resource indicator when a request names none. Default: none (the auth-server's default resource). */
   resource?: string | undefined;
+  /**
+   * Sender-constrained tokens (DPoP, RFC 9449): every token request carries a proof of this key
+   * (openid-client's DPoP handle, which retries once with the server's nonce on `use_dpop_nonce`),
+   * the tokens are bound to it (`token_type` DPoP), and the predictor client makes its proofs with
+   * it. One key per token source. Undefined: bearer tokens.
+   */
+  dpop?: DPoPKey | undefined;
   /** Allows plain http to the issuer; only for loopback or a private network (see `assertIssuerTransport`). */
   allowInsecureHttp?: boolean;
   /** Token requests per refresh when the endpoint fails transiently (network, 429, 5xx). Default 4. */
@@ -54,10 +62,20 @@ export interface TokenEvent {
   error?: string | undefined;
   /** The token's lifetime (in milliseconds), when issued. */
   lifetimeMs?: number | undefined;
+  /** How the issued token is presented: `DPoP` (bound to the source's key) or `Bearer`. */
+  tokenType?: AccessToken['tokenType'];
 }
 
 export interface AccessToken {
   value: string;
+  /**
+   * The `token_type` the authorization server issued it with, kept with the cached token: `DPoP`
+   * (bound to `dpopKey`: sent only as `Authorization: DPoP` with a proof of that key, never as
+   * Bearer) or `Bearer`. Undefined (a token made by hand): Bearer.
+   */
+  tokenType?: 'Bearer' | 'DPoP';
+  /** The key a DPoP token is bound to; set exactly when `tokenType` is DPoP. */
+  dpopKey?: DPoPKey | undefined;
   /** Cache key: issuer, client, scope, resource. */
   readonly cacheKey: string;
   scope: string | undefined;
@@ -93,6 +111,18 @@ export function assertIssuerTransport(issuer: string, allowInsecureHttp: boolean
   );
 }
 
+/** What discovery found, and the DPoP handle that signs the token requests' proofs. */
+interface Discovered {
+  configuration: oidc.Configuration;
+  dpop: oidc.DPoPHandle | undefined;
+}
+
+/** How #runDiscovery authenticates, and the options every metadata request shares. */
+interface MetadataRequest {
+  clientAuth: oidc.ClientAuth;
+  discovery: oidc.DiscoveryRequestOptions;
+}
+
 /**
  * Client-credentials access tokens from `openid-client`, cached and refreshed ahead
  * of expiry. openid-client has no cache, refresh or single flight, so those live here.
@@ -101,7 +131,7 @@ export class TokenSource {
   readonly #options: TokenSourceOptions;
   readonly #clock: Clock;
   readonly #random: () => number;
-  #configuration: Promise<oidc.Configuration> | undefined;
+  #discovered: Promise<Discovered> | undefined;
   /** Per (issuer, client, scope, resource): the current token and the refresh in flight. */
   readonly #cache = new Map<string, CacheEntry>();
   #tokenRequests = 0;
@@ -111,6 +141,11 @@ export class TokenSource {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? Math.random;
+  }
+
+  /** The key this source's tokens are bound to (DPoP); undefined: bearer tokens. */
+  get dpopKey(): DPoPKey | undefined {
+    return this.#options.dpop;
   }
 
   /** Token requests sent to the token endpoint so far. */
@@ -167,7 +202,7 @@ export class TokenSource {
       try {
         emit({ kind: 'requested', attempt, scope });
         const token = await this.#requestTokenOnce(cacheKey, scope, resource);
-        emit({ kind: 'issued', attempt, scope: token.scope, lifetimeMs: token.expiresAt - token.requestedAt });
+        emit({ kind: 'issued', attempt, scope: token.scope, lifetimeMs: token.expiresAt - token.requestedAt, tokenType: token.tokenType });
         return token;
       } catch (error) {
         const failure = toTokenRequestError(error);
@@ -181,17 +216,33 @@ export class TokenSource {
   }
 
   async #requestTokenOnce(cacheKey: string, scope: string | undefined, resource: string | undefined): Promise<AccessToken> {
-    const configuration = await this.#discover();
+    const { configuration, dpop } = await this.#discover();
     const parameters: Record<string, string> = {};
     if (scope) parameters['scope'] = scope;
     if (resource) parameters['resource'] = resource;
     const sentAt = this.#clock.now();
     this.#tokenRequests += 1;
-    const response = await oidc.clientCredentialsGrant(configuration, parameters);
+    // With a DPoP handle openid-client adds a fresh proof, keeps the endpoint's DPoP-Nonce, and on
+    // 400 use_dpop_nonce sends the request once more at once with the nonce (a second refusal is final).
+    const response = await oidc.clientCredentialsGrant(configuration, parameters, dpop ? { DPoP: dpop } : undefined).catch((error: unknown) => {
+      throw toTokenRequestError(error, { name: 'token endpoint', url: configuration.serverMetadata().token_endpoint });
+    });
+    const tokenType = response.token_type === 'dpop' ? 'DPoP' : 'Bearer';
+    if (dpop && tokenType !== 'DPoP') {
+      // A bearer token where a bound one was asked for: using it would silently give up what DPoP is for.
+      throw new TokenRequestError(
+        `asked for a DPoP-bound token, got token_type ${response.token_type}: the authorization server at ${configuration.serverMetadata().issuer} does not bind tokens to keys (RFC 9449)`,
+        'dpop_not_supported',
+        undefined,
+        false,
+      );
+    }
     const lifetimeMs = (response.expires_in ?? 60) * 1000;
     const refreshFraction = REFRESH_WINDOW.from + (REFRESH_WINDOW.to - REFRESH_WINDOW.from) * this.#random();
     return {
       value: response.access_token,
+      tokenType,
+      ...(tokenType === 'DPoP' ? { dpopKey: this.#options.dpop } : {}),
       cacheKey,
       scope: response.scope,
       requestedAt: sentAt,
@@ -200,16 +251,51 @@ export class TokenSource {
     };
   }
 
-  #discover(): Promise<oidc.Configuration> {
-    this.#configuration ??= this.#runDiscovery().catch((error: unknown) => {
-      this.#configuration = undefined; // retry discovery on the next call
-      throw toTokenRequestError(error);
+  #discover(): Promise<Discovered> {
+    this.#discovered ??= this.#runDiscovery().catch((error: unknown) => {
+      this.#discovered = undefined; // retry discovery on the next call
+      throw error;
     });
-    return this.#configuration;
+    return this.#discovered;
   }
 
-  async #runDiscovery(): Promise<oidc.Configuration> {
-    const { issuer, clientId, clientSecret, clientKey } = this.#options;
+  /**
+   * RFC 8414 metadata first (`/.well-known/oauth-authorization-server`, what any OAuth 2
+   * server may serve), then OpenID Discovery (`/.well-known/openid-configuration`); an
+   * issuer that already names a `/.well-known/` document is fetched as it is. Neither
+   * found is a configuration error naming both URLs, not a failed authentication.
+   */
+  async #fetchMetadata(url: URL, options: MetadataRequest): Promise<oidc.Configuration> {
+    const { clientId } = this.#options;
+    const attempts: { algorithm: 'oauth2' | 'oidc'; url: string }[] = url.href.includes('/.well-known/')
+      ? [{ algorithm: 'oidc', url: url.href }]
+      : [
+          { algorithm: 'oauth2', url: metadataUrl(url, 'oauth2') },
+          { algorithm: 'oidc', url: metadataUrl(url, 'oidc') },
+        ];
+    for (const attempt of attempts) {
+      try {
+        return await oidc.discovery(url, clientId, undefined, options.clientAuth, { ...options.discovery, algorithm: attempt.algorithm });
+      } catch (error) {
+        const status = answerStatus(error);
+        if (status === 404 || status === 410) continue;
+        if (error instanceof oidc.ClientError && error.code === 'OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED') {
+          const named = ((error as { cause?: { body?: { issuer?: unknown } } }).cause?.body?.issuer as string | undefined) ?? 'another issuer';
+          throw new TokenRequestError(`the metadata at ${attempt.url} names the issuer ${named}, not ${url.href}: set ISSUER to exactly that`, 'issuer_mismatch', undefined, false, { cause: error });
+        }
+        throw toTokenRequestError(error, { name: 'authorization server metadata', url: attempt.url });
+      }
+    }
+    throw new TokenRequestError(
+      `no authorization server metadata at ${attempts.map((attempt) => attempt.url).join(' or ')} (404): check ISSUER`,
+      'metadata_not_found',
+      404,
+      false,
+    );
+  }
+
+  async #runDiscovery(): Promise<Discovered> {
+    const { issuer, clientSecret, clientKey } = this.#options;
     const authMethod = this.#options.authMethod ?? (clientKey ? 'private_key_jwt' : 'client_secret_basic');
     // Built per request from the current secret or key, so a rotated one takes effect without a restart.
     const clientAuth: oidc.ClientAuth = (as, client, body, headers) => {
@@ -223,11 +309,37 @@ export class TokenSource {
       withSecret(as, client, body, headers);
     };
     const url = new URL(issuer);
-    const configuration = await oidc.discovery(url, clientId, undefined, clientAuth, {
-      ...(url.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
-      ...(this.#options.fetch ? { [oidc.customFetch]: this.#options.fetch } : {}),
+    const configuration = await this.#fetchMetadata(url, {
+      clientAuth,
+      discovery: {
+        ...(url.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+        ...(this.#options.fetch ? { [oidc.customFetch]: this.#options.fetch } : {}),
+      },
     });
     if (this.#options.fetch) configuration[oidc.customFetch] = this.#options.fetch;
-    return configuration;
+    const key = this.#options.dpop;
+    if (!key) return { configuration, dpop: undefined };
+    const supported = configuration.serverMetadata().dpop_signing_alg_values_supported;
+    if (supported !== undefined && !supported.includes(key.alg)) {
+      throw new TokenRequestError(
+        `the authorization server at ${configuration.serverMetadata().issuer} accepts DPoP proofs signed with ${supported.join(', ') || 'no alg'}, not ${key.alg}: use a key of one of those`,
+        'dpop_not_supported',
+        undefined,
+        false,
+      );
+    }
+    return { configuration, dpop: oidc.getDPoPHandle(configuration, key.keyPair) };
   }
+}
+
+/** Where openid-client looks for each kind of metadata (RFC 8414 section 3.1 inserts, OpenID Discovery appends). */
+function metadataUrl(issuer: URL, algorithm: 'oauth2' | 'oidc'): string {
+  const path = issuer.pathname === '/' ? '' : issuer.pathname.replace(/\/$/, '');
+  return algorithm === 'oauth2' ? `${issuer.origin}/.well-known/oauth-authorization-server${path}` : `${issuer.origin}${path}/.well-known/openid-configuration`;
+}
+
+/** The HTTP status of an answer openid-client rejected as not conform (it keeps the Response as the cause). */
+function answerStatus(error: unknown): number | undefined {
+  const cause = (error as { cause?: unknown } | null)?.cause;
+  return cause instanceof Response ? cause.status : undefined;
 }
