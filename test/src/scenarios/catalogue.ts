@@ -4,6 +4,7 @@ import { RetryBudget, loadCallerConfig } from 'caller';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { DEV_ENV, requestToken, startAuthServer } from '../harness/system.js';
 import type { ScenarioRun } from './framework.js';
+import { signupSpike } from './signup-spike.js';
 import { storeOutage } from './store-outage.js';
 import { usageExactlyOnce } from './usage-exactly-once.js';
 
@@ -38,6 +39,8 @@ export const SCENARIOS: Scenario[] = [
     name: 'signing-key-rotation',
     summary: 'Rotate the signing key mid-traffic: old tokens keep working until they expire, new ones carry the new kid, the JWKS is fetched a bounded number of times.',
     authEnv: { ACCESS_TOKEN_TTL: '3', KEY_PROPAGATION_SECONDS: '1' },
+    // Room for the traffic and the check with the old token: rate limits are not the subject here (a 429 would hide the answer).
+    plans: { plans: { standard: { burst: 1_000, refillPerSecond: 1_000, dailyQuota: 10_000_000 }, free: { burst: 1, refillPerSecond: 1, dailyQuota: 100 } }, defaultPlan: 'free' },
     async run(run) {
       const { client } = run.caller();
       const traffic = run.traffic(client, { durationMs: 7_000, concurrency: 2, pauseMs: 50 });
@@ -52,7 +55,7 @@ export const SCENARIOS: Scenario[] = [
         rotatedAt = Date.now();
         newKid = keys.find((key) => key.state === 'current')!.kid;
         oldTokenAfterRotation = (await fetch(`${run.predictor.url}/v1/predict`, { method: 'POST', headers: { authorization: `Bearer ${before}`, 'content-type': 'application/json' }, body: '{"inputs":[[1,1,1,1]]}' })).status;
-      });
+      }, 'key-rotated');
       const outcomes = await traffic;
       const records = run.predictRecords();
       const lateOld = count(records, (record) => record['kid'] === oldKid && at(record) > rotatedAt + 3_000 + 1_000);
@@ -81,7 +84,7 @@ export const SCENARIOS: Scenario[] = [
         tokenRequestsBefore = tokens.tokenRequests;
         await run.admin.revokeKey(revokedKid);
         revokedAt = Date.now();
-      });
+      }, 'key-revoked');
       const outcomes = await traffic;
       const records = run.predictRecords();
       const lastAccepted = Math.max(0, ...records.filter((record) => record['kid'] === revokedKid && record['status'] === 200).map(at));
@@ -106,12 +109,12 @@ export const SCENARIOS: Scenario[] = [
         const { client_secret: secret } = await run.admin.rotateClientSecret('demo-caller', 60);
         (await import('../harness/processes.js')).rememberSecret(secret);
         await writeFile(secretFile, secret, { mode: 0o600 });
-      });
+      }, 'secret-rotated');
       let requestsAtRetire = 0;
       await run.at(4_500, 'admin: clients retire-secret demo-caller', async () => {
         await run.admin.retirePreviousSecret('demo-caller');
         requestsAtRetire = tokens.tokenRequests;
-      });
+      }, 'secret-retired');
       const outcomes = await traffic;
       const old = await requestToken(run.auth.issuer, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!);
       await run.eventually(() => run.auth.process.records.some((record) => record['event'] === 'token.refused'));
@@ -131,7 +134,7 @@ export const SCENARIOS: Scenario[] = [
       const traffic = run.traffic(client, { durationMs: 6_000, concurrency: 1, pauseMs: 50 });
       await run.at(1_500, 'admin: clients set-scopes demo-caller models:read', async () => {
         await run.admin.updateClient('demo-caller', { scopes: ['models:read'] });
-      });
+      }, 'scope-changed');
       const outcomes = await traffic;
       const failed = outcomes.filter((outcome) => !outcome.ok);
       const succeeded = outcomes.filter((outcome) => outcome.ok);
@@ -150,11 +153,15 @@ export const SCENARIOS: Scenario[] = [
     plans: { plans: { standard: { burst: 3, refillPerSecond: 5, dailyQuota: 100_000 }, free: { burst: 1, refillPerSecond: 1, dailyQuota: 100 } }, defaultPlan: 'free' },
     async run(run) {
       const waits: { status: number | undefined; waitMs: number; reason: string }[] = [];
-      const { client } = run.caller({
-        maxAttempts: 12,
-        onAttempt: (event) => event.next === 'retry' && waits.push({ status: event.status, waitMs: event.waitMs, reason: event.reason }),
-      });
-      const outcomes = await run.traffic(client, { durationMs: 5_000, concurrency: 8 });
+      // Eight callers of one client id, as eight instances of a service would be: each paces itself by
+      // the answers it got, none sees the others' requests, so together they overrun the plan.
+      const callers = Array.from({ length: 8 }, () =>
+        run.caller({
+          maxAttempts: 12,
+          onAttempt: (event) => event.next === 'retry' && waits.push({ status: event.status, waitMs: event.waitMs, reason: event.reason }),
+        }),
+      );
+      const outcomes = (await Promise.all(callers.map(({ client }) => run.traffic(client, { durationMs: 5_000, concurrency: 1 })))).flat();
       const limited = waits.filter((wait) => wait.status === 429);
       await run.expectExactlyOnce(outcomes);
       run.expect('429 served by the predictor', run.statusesServed().get(429) ?? 0, '> 0', (run.statusesServed().get(429) ?? 0) > 0);
@@ -162,6 +169,7 @@ export const SCENARIOS: Scenario[] = [
       run.expect('waits timed by Retry-After', count(limited, (wait) => wait.reason === 'retry-after'), `most of ${limited.length}`, count(limited, (wait) => wait.reason === 'retry-after') >= limited.length / 2);
     },
   },
+  signupSpike,
   {
     name: 'lost-response',
     summary: 'A proxy drops every 5th response after the predictor answered and resets every 11th connection: the caller retries with the same key, the predictor replays, every prediction executed exactly once.',
@@ -170,12 +178,17 @@ export const SCENARIOS: Scenario[] = [
         target: run.predictor.url,
         dropResponseEvery: 5,
         resetEvery: 11,
-        onFault: (kind) => run.trace.note('Proxy', kind === 'reset' ? 'connection reset before forwarding' : 'response dropped after the predictor answered'),
+        onFault: (kind) => {
+          run.timeline.proxyFault(kind);
+          run.trace.note('Proxy', kind === 'reset' ? 'connection reset before forwarding' : 'response dropped after the predictor answered');
+        },
       });
+      const faults = run.timeline.event('proxy-faults', 'proxy: drops every 5th answer, resets every 11th connection');
       try {
         // The point here is idempotency, not the retry budget: give the caller room to retry every loss.
         const { client } = run.caller({ baseUrl: proxy.url, retryBudget: new RetryBudget({ maxTokens: 1_000 }), maxAttempts: 10 });
         const outcomes = await run.traffic(client, { durationMs: 4_000, concurrency: 3, pauseMs: 20 });
+        run.timeline.end(faults);
         const replayed = count(run.predictRecords(), (record) => record['idempotency'] === 'replayed');
         await run.expectExactlyOnce(outcomes);
         run.expect('responses dropped by the proxy', proxy.counts.dropped, '> 0', proxy.counts.dropped > 0);
@@ -201,12 +214,12 @@ export const SCENARIOS: Scenario[] = [
       const baseline = tokens.tokenRequests;
       await run.at(1_000, 'auth-server stopped', async () => {
         await run.auth.process.stop();
-      });
+      }, 'auth-server-down');
       await run.at(9_500, 'auth-server started again', async () => {
         refusedDuringOutage = tokens.tokenRequests - baseline;
         await startAuthServer({ dataDir: `${run.dataDir}/auth`, env: { AUTH_PORT: String(port), ISSUER: issuer, ACCESS_TOKEN_TTL: '12' } });
         recovered = true;
-      });
+      }, 'auth-server-up');
       const outcomes = await traffic;
       issuedAfterRecovery = tokens.tokenRequests - baseline - refusedDuringOutage;
       await run.expectExactlyOnce(outcomes);

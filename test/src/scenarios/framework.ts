@@ -4,6 +4,7 @@ import { AdminClient } from '@m2m/auth-server/admin-client';
 import { PredictorCallError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow, type PredictorClientOptions, type RetryBudget } from 'caller';
 import { stopAll, temporaryDirectory, type LogRecord } from '../harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../harness/system.js';
+import { Timeline, type EventKind } from '../report/timeline.js';
 import { Trace } from './trace.js';
 
 export interface Evidence {
@@ -19,6 +20,8 @@ export interface PredictionOutcome {
   /** For failures: status and why the call stopped. */
   error?: { status: number | undefined; reason: string; attempts: number; message: string };
   startedAt: number;
+  /** When the call ended (ms since the run started), with its answer or its failure. */
+  finishedAt: number;
   /** The rows sent, so the same request can be sent again. */
   inputs: IrisRow[];
   /** For successes: the `id` of the prediction in the first 2xx answer. */
@@ -38,8 +41,9 @@ const ROWS: IrisRow[] = [
  */
 export class ScenarioRun {
   readonly trace = new Trace();
+  /** What the callers saw and the operator did, for the report. */
+  readonly timeline = new Timeline();
   readonly evidence: Evidence[] = [];
-  readonly #started = performance.now();
   /** Predictors started by the scenario itself (startPredictor), beside the run's own. */
   readonly #extraPredictors: RunningPredictor[] = [];
   /** Run after the processes stopped, last registered first. */
@@ -88,7 +92,7 @@ export class ScenarioRun {
 
   /** Milliseconds since the run started. */
   elapsed(): number {
-    return performance.now() - this.#started;
+    return this.timeline.now();
   }
 
   /** A caller (TokenSource + PredictorClient) whose token requests and attempts go into the trace. */
@@ -107,29 +111,39 @@ export class ScenarioRun {
     const clientId = options.clientId ?? 'demo-caller';
     // A base URL that is none of the run's predictors is a proxy in front of one.
     const target = options.baseUrl && !this.predictors.some((predictor) => predictor.url === options.baseUrl) ? 'Proxy' : 'Predictor';
+    let kid: string | undefined;
+    let issued = 0;
     const tokens = new TokenSource({
       issuer: this.auth.issuer,
       clientId,
       clientSecret: options.secret ?? (() => DEV_ENV['DEMO_CALLER_SECRET']!),
       ...(options.random ? { random: options.random } : {}),
+      fetch: this.timeline.tokenFetch((seen) => (kid = seen)),
       onEvent: (event) => {
-        if (event.kind === 'requested') this.trace.message('Caller', 'AuthServer', `POST /token (${clientId}, attempt ${event.attempt})`);
-        else if (event.kind === 'issued') this.trace.message('AuthServer', 'Caller', `token scope="${event.scope ?? ''}" ttl ${Math.round((event.lifetimeMs ?? 0) / 1000)}s`, true);
-        else this.trace.message('AuthServer', 'Caller', `token refused: ${event.error}`, true);
+        if (event.kind === 'requested') return;
+        const request = `POST /token (${clientId}${event.attempt > 1 ? `, attempt ${event.attempt}` : ''})`;
+        if (event.kind === 'issued') {
+          this.timeline.tokens.push({ clientId, atMs: this.elapsed(), outcome: 'issued', ...(kid ? { kid } : {}), first: issued++ === 0 });
+          this.trace.exchange('Caller', 'AuthServer', request, `token kid ${kid ?? '?'} scope="${event.scope ?? ''}" ttl ${Math.round((event.lifetimeMs ?? 0) / 1000)}s`, { standalone: true });
+        } else {
+          this.timeline.tokens.push({ clientId, atMs: this.elapsed(), outcome: 'failed', error: event.error ?? 'error', first: issued === 0 });
+          this.trace.exchange('Caller', 'AuthServer', request, `token refused: ${event.error}`, { standalone: true });
+        }
+        kid = undefined;
       },
     });
     const client = new PredictorClient({
       baseUrl: options.baseUrl ?? this.predictor.url,
       tokens,
+      fetch: this.timeline.apiFetch(clientId),
       ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
       ...(options.backoff ? { backoff: options.backoff } : {}),
       ...(options.retryBudget ? { retryBudget: options.retryBudget } : {}),
       onAttempt: (event) => {
         options.onAttempt?.(event);
-        this.trace.message('Caller', target, `POST /v1/predict attempt ${event.attempt}`);
         const answer = event.status === undefined ? `no answer (${event.error ?? 'network'})` : String(event.status);
-        const next = event.next === 'retry' ? `wait ${Math.round(event.waitMs)}ms (${event.reason})` : event.next === 'refresh-token' ? 'refresh token, replay' : event.next;
-        this.trace.message(target, 'Caller', `${answer} → ${next}`, true);
+        const next = event.next === 'retry' ? `wait ${event.reason === 'retry-after' ? `${Math.round(event.waitMs / 100) / 10}s (retry-after)` : '(backoff)'}` : event.next === 'refresh-token' ? 'refresh token, replay' : event.next;
+        this.trace.exchange('Caller', target, `POST /v1/predict attempt ${event.attempt}${clientId === 'demo-caller' ? '' : ` (${clientId})`}`, `${answer} → ${next}`);
       },
     });
     return { tokens, client };
@@ -155,16 +169,7 @@ export class ScenarioRun {
     let index = 0;
     const worker = async () => {
       while (keepGoing()) {
-        const key = randomUUID();
-        const startedAt = this.elapsed();
-        const inputs = [ROWS[index++ % ROWS.length]!];
-        try {
-          const { id } = await client.predict(inputs, { idempotencyKey: key });
-          outcomes.push({ key, ok: true, startedAt, inputs, predictionId: id });
-        } catch (error) {
-          const failure = error as PredictorCallError;
-          outcomes.push({ key, ok: false, startedAt, inputs, error: { status: failure.lastStatus, reason: failure.reason ?? 'error', attempts: failure.attempts ?? 0, message: failure.message } });
-        }
+        outcomes.push(await this.#predictOnce(client, [ROWS[index++ % ROWS.length]!]));
         if (options.pauseMs) await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
       }
     };
@@ -172,11 +177,29 @@ export class ScenarioRun {
     return outcomes;
   }
 
-  /** Runs `change` once `atMs` of the run have passed (while traffic flows), and traces it. */
-  async at(atMs: number, description: string, change: () => Promise<void>): Promise<void> {
+  /** `count` logical predictions sent at once (an onboarding batch, a client's burst), each with its own key. */
+  async burst(client: PredictorClient, count: number): Promise<PredictionOutcome[]> {
+    return Promise.all(Array.from({ length: count }, (_, index) => this.#predictOnce(client, [ROWS[index % ROWS.length]!])));
+  }
+
+  async #predictOnce(client: PredictorClient, inputs: IrisRow[]): Promise<PredictionOutcome> {
+    const key = randomUUID();
+    const startedAt = this.elapsed();
+    try {
+      const { id } = await client.predict(inputs, { idempotencyKey: key });
+      return { key, ok: true, startedAt, finishedAt: this.elapsed(), inputs, predictionId: id };
+    } catch (error) {
+      const failure = error as PredictorCallError;
+      return { key, ok: false, startedAt, finishedAt: this.elapsed(), inputs, error: { status: failure.lastStatus, reason: failure.reason ?? 'error', attempts: failure.attempts ?? 0, message: failure.message } };
+    }
+  }
+
+  /** Runs `change` once `atMs` of the run have passed (while traffic flows), and traces it; `kind` picks its mark in the report. */
+  async at(atMs: number, description: string, change: () => Promise<void>, kind: EventKind = 'change'): Promise<void> {
     const wait = atMs - this.elapsed();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     this.trace.note('Operator', description);
+    this.timeline.event(kind, description);
     await change();
   }
 

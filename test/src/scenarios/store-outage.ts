@@ -91,7 +91,7 @@ export const storeOutage: Scenario = {
           if (step.postgres) side.postgres.set(step.postgres);
           if (step.redis) side.redis.set(step.redis);
         }
-      });
+      }, step.postgres === 'up' || step.redis === 'up' ? 'store-restored' : 'store-cut');
     }
     await traffic;
 

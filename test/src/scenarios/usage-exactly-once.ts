@@ -77,7 +77,8 @@ export const usageExactlyOnce: Scenario = {
       run.startPredictor('predictor-pausing', { ...predictorEnv, USAGE_RELAY_PAUSE_AFTER_PUBLISH_MS: String(REHEARSAL_PAUSE_MS) }),
     ]);
     const live: RunningPredictor[] = [steady, pausing];
-    const lossy = await Promise.all([steady, pausing].map((predictor) => startFaultProxy({ target: predictor.url, dropResponseEvery: 6, resetEvery: 13 })));
+    const lossy = await Promise.all([steady, pausing].map((predictor) => startFaultProxy({ target: predictor.url, dropResponseEvery: 6, resetEvery: 13, onFault: (kind) => run.timeline.proxyFault(kind) })));
+    const faults = run.timeline.event('proxy-faults', 'proxies: drop every 6th answer, reset every 13th connection');
     run.defer(async () => {
       await Promise.all(lossy.map((proxy) => proxy.close()));
     });
@@ -117,7 +118,7 @@ export const usageExactlyOnce: Scenario = {
       held = intersection(first, await heldOutboxRows(database, predictorSchema));
       killedAt = Date.now();
       await pausing.process.kill();
-    });
+    }, 'process-killed');
     run.trace.note('Operator', 'replacement predictor started on the same port (no pause)');
     live[1] = await run.startPredictor('predictor-replacement', { ...predictorEnv, PREDICTOR_PORT: String(pausing.port) });
 
@@ -137,13 +138,13 @@ export const usageExactlyOnce: Scenario = {
           await sleep(250);
         }
       })();
-    });
+    }, 'store-cut');
     await run.at(t0 + BROKER_UP_AT_MS, 'NATS restored', async () => {
       broker.proxy.set('up');
       brokerDown = false;
       outageWindow.to = run.elapsed();
       await watching;
-    });
+    }, 'store-restored');
 
     // 3. A consumer dies between the ledger's commit and its ack: the broker delivers the event again.
     let unacked: LogRecord | undefined;
@@ -153,10 +154,11 @@ export const usageExactlyOnce: Scenario = {
       unacked = await pausingLedger.process.waitForLog((record) => record['event'] === 'usage.recorded_unacked', 'usage.recorded_unacked', 10_000);
       ledgerKilledAt = Date.now();
       await pausingLedger.process.kill();
-    });
+    }, 'process-killed');
     run.trace.note('Operator', 'replacement usage-ledger started (no pause)');
     ledgers.push(await startUsageLedger({ dataDir: `${run.dataDir}/ledger-2`, env: ledgerEnv }));
     await traffic;
+    run.timeline.end(faults);
 
     run.trace.note('Operator', 'traffic over: wait until every outbox is empty and the consumer has nothing pending or unacked');
     const ledger = await PostgresUsageLedger.open({ connectionString: TEST_DATABASE_URL, schema: ledgerSchema });
