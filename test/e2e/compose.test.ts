@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { cp, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { builtinModules } from 'node:module';
 import { join, posix } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -539,6 +540,24 @@ describe('docker-compose.yml', () => {
     assert.equal(environmentOf(caller)['DEMO_TARGET'], 'external');
   });
 
+  it('restarts every long-running service after a failure, and never the one-shot caller demo', () => {
+    // on-failure: the servers exit 0 only when told to stop, non-zero on a crash or an unreachable dependency.
+    for (const [name, service] of Object.entries(services)) {
+      if (name === 'caller') continue;
+      assert.match(service.restart ?? 'no', /^(on-failure(:\d+)?|unless-stopped)$/, `${name}: restart ${service.restart ?? '(none)'}; a long-running service needs on-failure or unless-stopped`);
+    }
+    assert.ok([undefined, 'no'].includes(services['caller']!.restart), `caller: restart ${services['caller']!.restart}; the demo runs once, and --exit-code-from needs its first exit`);
+  });
+
+  it('documents `docker compose up --build --exit-code-from caller`, which returns the demo’s result', () => {
+    const readme = readFileSync(root('README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('\n## docker compose\n'), readme.indexOf('\n## ', readme.indexOf('\n## docker compose\n') + 1));
+    assert.match(section, /^docker compose up --build --exit-code-from caller\b/m, 'README "docker compose": the command that returns the demo’s exit code');
+    assert.match(composeText, /docker compose up --build --exit-code-from caller\b/, 'docker-compose.yml names the command in its header');
+    // --exit-code-from implies --abort-on-container-exit: the services it depends on must be long-running, not one-shot.
+    for (const dependency of dependsOnOf(services['caller']!).keys()) assert.ok(services[dependency]?.healthcheck, `caller depends on ${dependency}, which needs a health check`);
+  });
+
   it('sets only variables that each service’s code reads', () => {
     const unread: string[] = [];
     for (const [name, service] of builtServices) {
@@ -1062,6 +1081,40 @@ describe('Dockerfiles', () => {
     }
   });
 
+  it('have no `# syntax=` parser directive (BuildKit would pull its frontend image: air-gapped builds fail)', () => {
+    for (const path of dockerfilePaths) {
+      assert.doesNotMatch(readFileSync(root(path), 'utf8'), /^\s*#\s*syntax\s*=/im, `${path}: remove the # syntax= line`);
+    }
+  });
+
+  it('the runtime stage copies node_modules from a stage whose last install step drops the dev dependencies, and installs nothing itself', () => {
+    for (const path of dockerfilePaths) {
+      const instructions = dockerfile(path);
+      const final = finalStage(instructions);
+      const stageNames = new Map(instructions.filter((instruction) => instruction.keyword === 'FROM').map((from) => [/\bAS\s+(\S+)/i.exec(from.args)?.[1]?.toLowerCase() ?? String(from.stage), from.stage]));
+      const copies = final.filter((instruction) => instruction.keyword === 'COPY' && copyArguments(instruction.args).sources.some((source) => /(^|\/)node_modules\/?$/.test(source)));
+      assert.equal(copies.length, 1, `${path}: the runtime stage should copy node_modules once`);
+      const from = copyArguments(copies[0]!.args).flags.find((flag) => flag.startsWith('--from='))?.slice('--from='.length).toLowerCase();
+      const stage = from === undefined ? undefined : (stageNames.get(from) ?? Number(from));
+      assert.ok(stage !== undefined && stage < final[0]!.stage, `${path}: node_modules must come from an earlier stage (--from=), not the build context`);
+      const runs = instructions.filter((instruction) => instruction.stage === stage && instruction.keyword === 'RUN').map((instruction) => instruction.args);
+      const installs = runs.flatMap((run) => run.split(/&&|;|\|\|/)).map((command) => command.trim()).filter((command) => /^npm (ci|install|i|prune)\b/.test(command));
+      assert.match(installs.at(-1) ?? '', /--omit=dev\b/, `${path}: the stage that provides node_modules must end its installs with npm prune --omit=dev (or npm ci --omit=dev), not ${installs.at(-1) ?? 'nothing'}`);
+      for (const run of final.filter((instruction) => instruction.keyword === 'RUN')) {
+        assert.doesNotMatch(run.args, /\b(npm|npx|yarn|pnpm)\b/, `${path}: the runtime stage runs ${run.args}; it should get its node_modules ready-made`);
+      }
+    }
+  });
+
+  it('package-lock.json marks the build and test tooling dev-only, so the prune leaves it out of the images', () => {
+    const lock = JSON.parse(readFileSync(root('package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+    for (const tool of ['tsx', 'esbuild', 'typescript', 'yaml', 'playwright-core']) {
+      const entry = lock.packages[`node_modules/${tool}`];
+      if (entry === undefined) continue;
+      assert.equal(entry.dev, true, `${tool} is reachable from a production dependency (package-lock.json); the images would carry it`);
+    }
+  });
+
   it('CMD runs a bundle that the build script makes, from the code the test checks the service against', () => {
     /** The bundle's source must be in the folders whose variables and routes the other checks read. */
     const assertRunsItsCode = (where: string, bundle: string, code: ServiceCode) => {
@@ -1110,10 +1163,11 @@ describe('Dockerfiles', () => {
 });
 
 describe('the bundles (npm run build)', () => {
-  /** Laid out like the images' /app: dist/ beside node_modules/, and nothing else of the repository. */
+  /** Laid out like the images' /app: dist/ beside node_modules/ (production dependencies only), and nothing else of the repository. */
   let imageRoot = '';
   let outdir = '';
   let build: { code: number | null; output: string };
+  let prune: { code: number | null; output: string };
 
   /** Runs node in imageRoot (the images' WORKDIR); `killAfterMs` stops a process that is still running fine. */
   const run = (args: string[], env: Record<string, string> = {}, killAfterMs = 10_000) =>
@@ -1135,21 +1189,34 @@ describe('the bundles (npm run build)', () => {
       });
     });
 
-  before(async () => {
-    // Outside the repository, with its node_modules linked in: bare imports resolve as
-    // /app/dist resolves them from /app/node_modules, and no source file or dev.env is near.
-    imageRoot = await mkdtemp(join(tmpdir(), 'm2m-image-'));
-    outdir = join(imageRoot, 'dist');
-    await symlink(root('node_modules'), join(imageRoot, 'node_modules'), 'dir');
-    const result = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['scripts/build.mjs', '--outdir', outdir], { cwd: REPOSITORY_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Runs a command to its end, with its output. */
+  const complete = (command: string, args: string[], cwd: string) =>
+    new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+      const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
       child.stdout.on('data', (chunk: Buffer) => (output += chunk));
       child.stderr.on('data', (chunk: Buffer) => (output += chunk));
       child.once('error', reject);
       child.once('close', (code) => resolve({ code, output }));
     });
-    build = result;
+
+  before(async () => {
+    // Outside the repository: bare imports resolve as /app/dist resolves them from
+    // /app/node_modules, and no source file or dev.env is near. node_modules is the
+    // repository's, pruned as the Dockerfiles' build stage prunes it (npm prune
+    // --omit=dev, from the manifests and package-lock.json; offline: it only removes).
+    imageRoot = await mkdtemp(join(tmpdir(), 'm2m-image-'));
+    outdir = join(imageRoot, 'dist');
+    const staging = await mkdtemp(join(tmpdir(), 'm2m-prune-'));
+    const { workspaces } = JSON.parse(readFileSync(root('package.json'), 'utf8')) as { workspaces: string[] };
+    for (const manifest of ['package.json', 'package-lock.json', ...workspaces.map((workspace) => `${workspace}/package.json`)]) {
+      await cp(root(manifest), join(staging, manifest));
+    }
+    await cp(root('node_modules'), join(staging, 'node_modules'), { recursive: true, verbatimSymlinks: true });
+    prune = await complete('npm', ['prune', '--omit=dev', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], staging);
+    await rename(join(staging, 'node_modules'), join(imageRoot, 'node_modules'));
+    await rm(staging, { recursive: true, force: true });
+    build = await complete(process.execPath, ['scripts/build.mjs', '--outdir', outdir], REPOSITORY_ROOT);
   });
 
   after(async () => {
@@ -1164,6 +1231,30 @@ describe('the bundles (npm run build)', () => {
       assert.ok(existsSync(join(outdir, `${entry.name}.js.map`)), `${entry.name}.js.map missing (sourcemaps)`);
     }
     assert.deepEqual(JSON.parse(readFileSync(join(outdir, 'package.json'), 'utf8')), { type: 'module' });
+  });
+
+  it('the images’ node_modules (npm prune --omit=dev) holds no build or test tooling', () => {
+    assert.equal(prune.code, 0, `npm prune --omit=dev failed:\n${prune.output}`);
+    for (const tool of ['tsx', 'esbuild', 'typescript', 'playwright-core']) {
+      assert.ok(!existsSync(join(imageRoot, 'node_modules', tool)), `${tool} survives npm prune --omit=dev: a production dependency needs it`);
+    }
+    assert.ok(existsSync(join(imageRoot, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node')), 'the better-sqlite3 addon built by npm ci is kept');
+  });
+
+  it('every package the bundles import is a production dependency, present in the images’ node_modules', async () => {
+    // esbuild lists each bundle's external imports (the bundles' own chunks are followed).
+    const esbuild = await import('esbuild');
+    const entryPoints = readdirSync(outdir).filter((file) => file.endsWith('.js')).map((file) => join(outdir, file));
+    const result = await esbuild.build({ entryPoints, bundle: true, write: false, metafile: true, packages: 'external', platform: 'node', format: 'esm', outdir: join(imageRoot, 'analysis'), logLevel: 'silent' });
+    const imported = new Set(
+      Object.values(result.metafile.inputs)
+        .flatMap((input) => input.imports)
+        .filter((entry) => entry.external && !entry.path.startsWith('node:') && !builtinModules.includes(entry.path.split('/')[0]!))
+        .map((entry) => entry.path.split('/').slice(0, entry.path.startsWith('@') ? 2 : 1).join('/')),
+    );
+    assert.ok(imported.has('oidc-provider') && imported.has('better-sqlite3'), `expected the servers' packages among ${[...imported].join(', ')}`);
+    const missing = [...imported].filter((name) => !existsSync(join(imageRoot, 'node_modules', name, 'package.json')));
+    assert.deepEqual(missing, [], `imported by the bundles but not production dependencies (dev-only, pruned from the images): ${missing.join(', ')}`);
   });
 
   it('bundles the workspaces and leaves third-party packages external', () => {
