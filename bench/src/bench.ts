@@ -245,6 +245,72 @@ async function callerOverheadMicros(): Promise<number> {
   return Math.max(0, median(samples) * 1000);
 }
 
+/** The caller's pacing is measured on a plan of the `standard` shape (burst = 3 s of the rate), ten times faster so that a few refills fit in seconds. */
+const PACING_PLAN = { burst: 300, refillPerSecond: 100 };
+const PACING_CONCURRENCY = 20;
+/** Share of the plan's sustained rate the paced caller should reach after the burst. */
+const PACING_GOAL = 0.9;
+
+interface CallerPacing {
+  plan: typeof PACING_PLAN;
+  concurrency: number;
+  calls: number;
+  attempts: number;
+  answered429: number;
+  failed: number;
+  seconds: number;
+  /** Calls per second after the burst, and that as a share of the plan's sustained rate. */
+  ratePerSecond: number;
+  shareOfPlan: number;
+  meetsGoal: boolean;
+}
+
+/**
+ * The caller library paced by the predictor's rate-limit fields (caller/src/limits/): calls at
+ * PACING_CONCURRENCY against a predictor on PACING_PLAN, for three refills per second of
+ * `--duration` after the burst. Says how close to the plan's sustained rate it gets, and how
+ * many attempts were refused anyway.
+ */
+async function callerPacing(token: string, startPredictor: (plan: typeof PACING_PLAN) => Promise<{ url: string; server: ChildProcess }>): Promise<CallerPacing> {
+  const { url, server } = await startPredictor(PACING_PLAN);
+  try {
+    const bearer = { value: token, cacheKey: 'k', scope: 'predict', requestedAt: 0, expiresAt: Number.POSITIVE_INFINITY, refreshAt: Number.POSITIVE_INFINITY };
+    const counts = { attempts: 0, answered429: 0, failed: 0 };
+    const client = new PredictorClient({
+      baseUrl: url,
+      tokens: { getToken: async () => bearer, invalidate: () => {} },
+      maxAttempts: 10,
+      onAttempt: (event) => {
+        counts.attempts += 1;
+        if (event.status === 429) counts.answered429 += 1;
+      },
+    });
+    const calls = PACING_PLAN.burst + PACING_PLAN.refillPerSecond * 3 * durationSeconds;
+    let next = 0;
+    const worker = async () => {
+      while (next++ < calls) await client.predict([[5.1, 3.5, 1.4, 0.2]]).catch(() => (counts.failed += 1));
+    };
+    const started = performance.now();
+    await Promise.all(Array.from({ length: PACING_CONCURRENCY }, worker));
+    const seconds = (performance.now() - started) / 1000;
+    const ratePerSecond = (calls - PACING_PLAN.burst) / seconds;
+    const shareOfPlan = ratePerSecond / PACING_PLAN.refillPerSecond;
+    const round = (value: number, digits: number) => Math.round(value * 10 ** digits) / 10 ** digits;
+    return { plan: PACING_PLAN, concurrency: PACING_CONCURRENCY, calls, ...counts, seconds: round(seconds, 2), ratePerSecond: round(ratePerSecond, 1), shareOfPlan: round(shareOfPlan, 3), meetsGoal: shareOfPlan >= PACING_GOAL };
+  } finally {
+    await stopChild(server);
+  }
+}
+
+function pacingLine(pacing: CallerPacing): string {
+  const { plan } = pacing;
+  return (
+    `caller pacing (plan burst ${plan.burst}, ${plan.refillPerSecond}/s; ${pacing.calls} calls, ${pacing.concurrency} concurrent): ` +
+    `${pacing.ratePerSecond} calls/s after the burst = ${Math.round(pacing.shareOfPlan * 100)}% of the sustained rate (goal ≥ ${PACING_GOAL * 100}%: ${pacing.meetsGoal ? 'meets' : 'BELOW'}), ` +
+    `${pacing.answered429} of ${pacing.attempts} attempts answered 429, ${pacing.failed} failed`
+  );
+}
+
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ, 100 on every Linux this runs on
 
 /** CPU time (user + system) a process has used so far, in µs, from /proc. */
@@ -389,6 +455,18 @@ try {
   const tokenSample = await load(`${auth.issuer}/token`, clientCredentials, 0, 'grant_type=client_credentials&scope=predict').catch(() => undefined);
   const memoryMiB = await residentMemoryMiB(bMemory.pid!);
   const overheadMicros = await callerOverheadMicros();
+  const pacing = await callerPacing(token, async (plan) => {
+    const dir = `${data.path}/pacing`;
+    await mkdir(dir, { recursive: true });
+    await writeFile(`${dir}/plans.json`, JSON.stringify({ plans: { standard: { ...plan, dailyQuota: 1e12 } }, defaultPlan: 'standard' }));
+    const port = await freePort();
+    const server = await startServer('predictor', { ...predictorEnv('memory', `${dir}/predictor`, port), PLANS_FILE: `${dir}/plans.json` }, port, '/readyz');
+    return { url: `http://127.0.0.1:${port}`, server };
+  }).catch((error: unknown) => {
+    process.stderr.write(`bench: the caller pacing measurement failed: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+    return undefined;
+  });
   const relay = await measureRelay(`${data.path}/relay`).catch((error: unknown) => {
     process.stderr.write(`bench: the relay measurement failed: ${(error as Error).message}\n`);
     process.exitCode = 1;
@@ -422,6 +500,7 @@ try {
     },
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: answeredOnly200(tokenSample) },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
+    callerPacing: pacing,
     predictorResidentMemoryMiB: memoryMiB,
     relay: relay && { targetEventsPerSecond: RELAY_TARGET_EVENTS_PER_SECOND, events: relayEvents, paths: relay },
     ...(profile ? { profile } : {}),
@@ -438,6 +517,7 @@ try {
     `ratios (round by round, median): ${Object.entries(result.ratios).flatMap(([name, value]) => (value === null ? [] : [`${name} ${value}`])).join(', ')}`,
     `latency at the same load (${sameLoad.rate} req/s offered to both, evenly spaced): A p50 ${sameLoad.a.p50} ms, p99 ${sameLoad.a.p99} ms; B (memory) p50 ${sameLoad.b.p50} ms, p99 ${sameLoad.b.p99} ms`,
     `token issuance: ${result.tokenIssuance?.tokensPerSecond ?? '?'} tokens/s; caller overhead: ${result.callerOverheadMicrosPerCall} µs/call; predictor RSS after the run: ${memoryMiB} MiB`,
+    pacing ? pacingLine(pacing) : 'caller pacing: failed (see stderr)',
     `usage relay, outbox to ledger (${relayEvents} events each, target ≥ ${RELAY_TARGET_EVENTS_PER_SECOND} events/s):`,
     ...(relay ? relay.map((result) => `  ${relayLine(result)}`) : ['  failed (see stderr)']),
     ...(profile ? profileLines(profile) : []),

@@ -1,8 +1,8 @@
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { AdminClient } from '@m2m/auth-server/admin-client';
 import { EnvReader } from '@m2m/common';
-import { PredictorApiError, PredictorClient, TokenSource, type AttemptEvent, type IrisRow } from 'caller';
-import { stopAll, temporaryDirectory } from './harness/processes.js';
+import { DPoPKey, PredictorApiError, PredictorClient, TokenSource, parseChallenges, type AttemptEvent, type IrisRow } from 'caller';
+import { freePort, stopAll, temporaryDirectory } from './harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor } from './harness/system.js';
 
 // `npm run demo`: starts both servers on free ports with a throw-away data directory,
@@ -40,7 +40,14 @@ async function startLocal(): Promise<{ target: Target; stop: () => Promise<void>
   say('Starting the auth-server and the predictor on free ports…');
   const audience = 'http://localhost:8080';
   const auth = await startAuthServer({ dataDir: `${dataDir.path}/auth`, audience, env: { KEY_PROPAGATION_SECONDS: '0', ACCESS_TOKEN_TTL: '300' } });
-  const predictor = await startPredictor({ issuer: auth.issuer, dataDir: `${dataDir.path}/predictor`, audience, env: { ADMIN_TOKEN: DEV_ENV['ADMIN_TOKEN']!, USAGE_ADMIN_PORT: '0' } });
+  // Its port chosen ahead, so that its public URL is the one the caller calls: a DPoP proof names that URL (htu).
+  const port = await freePort();
+  const predictor = await startPredictor({
+    issuer: auth.issuer,
+    dataDir: `${dataDir.path}/predictor`,
+    audience,
+    env: { ADMIN_TOKEN: DEV_ENV['ADMIN_TOKEN']!, USAGE_ADMIN_PORT: '0', PREDICTOR_PORT: String(port), PREDICTOR_PUBLIC_URL: `http://localhost:${port}` },
+  });
   const listening = await predictor.process.waitForLog((record) => record.msg === 'listening', 'listening');
   say(`  auth-server ${auth.issuer}   predictor ${predictor.url}   admin ${auth.adminUrl}`);
   return {
@@ -104,9 +111,10 @@ async function story(target: Target): Promise<void> {
   const started = performance.now();
   const burst = await Promise.allSettled(Array.from({ length: 12 }, (_, index) => free.predict([SAMPLES[index % 3]![1]])));
   const limited = freeEvents.filter((event) => event.status === 429);
-  const waited = limited.reduce((sum, event) => sum + event.waitMs, 0);
-  say(`  ${limited.length} answers were 429 with Retry-After; the caller waited ${Math.round(waited / 100) / 10} s in all, as told`);
-  check('storm', burst.every((result) => result.status === 'fulfilled') && limited.length > 0, `all 12 succeeded in ${((performance.now() - started) / 1000).toFixed(1)} s: the rate limit was absorbed by backoff`);
+  // The caller paces itself from each answer's RateLimit fields (burst, then the refill rate);
+  // a 429 with Retry-After is only the backstop, for a client that sends blind.
+  say(`  ${freeEvents.length} attempts, ${limited.length} answered 429: the caller sent the burst, then waited for the bucket to refill as the RateLimit fields said`);
+  check('storm', burst.every((result) => result.status === 'fulfilled') && limited.length <= 1, `all 12 succeeded in ${((performance.now() - started) / 1000).toFixed(1)} s, paced by the caller instead of refused by the predictor`);
 
   say('\n4. A response lost on the way: the caller retries with the same Idempotency-Key');
   const key = `demo-${Date.now()}`;
@@ -154,12 +162,41 @@ async function story(target: Target): Promise<void> {
   check('scope', refusal instanceof PredictorApiError && refusal.status === 403 && refusal.attempts === 1, `predict refused at once: ${refusal instanceof Error ? refusal.message : 'it was allowed'}`);
 
   if (target.usageUrl && target.metricsUrl) await usage(target.metricsUrl, target.usageUrl);
+  await senderConstrained(target);
 
   const attempts = events.length + freeEvents.length;
   say('\nSummary');
   say(`  ${'step'.padEnd(12)} result`);
   for (const entry of checks) say(`  ${entry.step.padEnd(12)} ${entry.ok ? 'ok    ' : 'FAILED'} ${entry.detail}`);
   say(`  (${attempts} attempts by demo-caller and demo-free, ${limited.length} of them answered 429)`);
+}
+
+/** DPoP (RFC 9449): a token bound to the caller's key works for the caller, and for nobody who copies it. */
+async function senderConstrained(target: Target): Promise<void> {
+  say('\n8. A sender-constrained token (DPoP): bound to demo-caller’s key, refused to whoever copies it');
+  const key = await DPoPKey.generate();
+  const tokens = new TokenSource({ issuer: target.issuer, clientId: 'demo-caller', clientSecret: () => DEV_ENV['DEMO_CALLER_SECRET']!, allowInsecureHttp: target.allowInsecureHttp, dpop: key });
+  const token = await tokens.getToken();
+  const jkt = (decodeJwt(token.value)['cnf'] as { jkt?: string } | undefined)?.jkt;
+  const [prediction] = (await new PredictorClient({ baseUrl: target.predictorUrl, tokens }).predict([SAMPLES[2]![1]])).predictions;
+  say(`  token_type=${token.tokenType} cnf.jkt=${jkt} (the caller's key) → ${prediction?.label}, with a new proof per request`);
+  // Someone who copied the token (from a log, a proxy) replays it: as Bearer, then with a proof of their own key.
+  const url = `${target.predictorUrl}/v1/predict`;
+  const replay = async (headers: Record<string, string>) => {
+    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ inputs: [SAMPLES[0]![1]] }) });
+    await response.body?.cancel();
+    const error = parseChallenges(response.headers.get('www-authenticate')).find((challenge) => challenge.params['error'])?.params['error'];
+    return { status: response.status, error };
+  };
+  const asBearer = await replay({ authorization: `Bearer ${token.value}` });
+  const thief = await DPoPKey.generate();
+  const otherKey = await replay({ authorization: `DPoP ${token.value}`, dpop: await thief.proof({ method: 'POST', url, accessToken: token.value }) });
+  say(`  the same token as Bearer → ${asBearer.status} ${asBearer.error}; with a proof from another key → ${otherKey.status} ${otherKey.error}`);
+  check(
+    'dpop',
+    token.tokenType === 'DPoP' && jkt === key.thumbprint && prediction !== undefined && asBearer.status === 401 && otherKey.status === 401,
+    'the bound token worked with its key and was refused (401) as Bearer and with another key’s proof',
+  );
 }
 
 /** Every executed prediction metered once: the ledger's totals against the predictor's own count of model runs. */
