@@ -9,7 +9,7 @@ import { AdminClient, AdminRequestError, type AdminFailure } from './admin/admin
 /**
  * The admin CLI: one command of the admin API per run. Its stdout is only the result
  * (one JSON document, or the help asked for), so `npm run -s admin -- … | jq` works;
- * messages go to stderr. Exit codes (README, "Operating the auth-server"):
+ * messages go to stderr. Exit codes (docs/auth-server.md):
  */
 const ExitCode = {
   ok: 0,

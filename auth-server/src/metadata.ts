@@ -43,7 +43,7 @@ export function restrictToMachineEndpoints(provider: Provider, options: MachineE
   // (node_modules/oidc-provider/lib/helpers/oidc_context.js, urlFor). The issuer is
   // configuration: build them from it. Requests are not refused on their Host instead,
   // because replicas behind a load balancer and health checks reach the server under
-  // other names (README, Scale-out).
+  // other names (docs/scale-out.md).
   provider.OIDCContext.prototype.urlFor = function urlFromIssuer(name, opt) {
     return provider.urlFor(name, opt);
   };

@@ -15,6 +15,7 @@ import pg from 'pg';
 import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
+import { DpopCaller, PROOF_HEADROOM, proofsNeeded, type ProofUse } from './dpop-proofs.js';
 import { fixedRateLoad } from './fixed-rate.js';
 import { JETSTREAM_PATH, jetstreamRelayThroughput, RELAY_TARGET_EVENTS_PER_SECOND, sqliteRelayThroughput, type RelayThroughput, type RelayThroughputSkipped } from './relay-throughput.js';
 import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample, type SameLoadRound } from './summary.js';
@@ -22,7 +23,8 @@ import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../tes
 import { requireNats, TEST_NATS_URL } from '../../usage/src/testing/nats.js';
 
 // npm run bench: A (bare Hono route) / B (the predictor, in-memory and SQLite stores, and
-// on Redis + PostgreSQL when those are reachable) / C (Express + express-oauth2-jwt-bearer +
+// on Redis + PostgreSQL when those are reachable; in memory with DPoP-bound tokens too, a
+// proof per request, dpop-proofs.ts) / C (Express + express-oauth2-jwt-bearer +
 // express-rate-limit), interleaved over rounds because a 2-core machine is noisy; load from
 // this process with autocannon. Every server runs as the images run it: the bundle
 // `npm run build` makes, started with plain `node` (tsx's loader costs about 15% per request).
@@ -51,8 +53,12 @@ const IDEMPOTENT_SHARE = 0.1;
 const SAME_LOAD_SHARE = 0.5;
 const BODY = JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] });
 
-type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (sqlite)' | 'B predictor (dist)' | 'C express stack';
+type ConfigName = 'A bare hono' | 'B predictor (memory)' | 'B predictor (memory, DPoP)' | 'B predictor (sqlite)' | 'B predictor (dist)' | 'C express stack';
 const DIST: ConfigName = 'B predictor (dist)';
+/** B (memory) with a DPoP-bound token: a new proof per request, verified (signature, claims, jti replay) on every one. */
+const DPOP: ConfigName = 'B predictor (memory, DPoP)';
+/** How old a proof may be (the predictor's default DPOP_PROOF_MAX_AGE, set explicitly for the DPoP server): a load must use its pool up within it. */
+const DPOP_PROOF_MAX_AGE_SECONDS = 60;
 
 /**
  * The distributed configuration runs on the engines the tests use (TEST_REDIS_URL,
@@ -101,7 +107,8 @@ async function startServer(bundle: 'predictor' | keyof typeof PEERS, env: Record
   }
 }
 
-function load(url: string, headers: Record<string, string>, idempotentShare = 0, body = BODY): Promise<Omit<Sample, 'cpuMicros'>> {
+/** `perRequest`: headers of one request (a DPoP proof), asked for every request autocannon builds. */
+function load(url: string, headers: Record<string, string>, idempotentShare = 0, body = BODY, perRequest?: () => Record<string, string>): Promise<Omit<Sample, 'cpuMicros'>> {
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -113,7 +120,10 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0,
         body,
         requests: [
           {
-            setupRequest: (request) => (Math.random() < idempotentShare ? { ...request, headers: { ...request.headers, 'idempotency-key': randomUUID() } } : request),
+            setupRequest: (request) => {
+              const extra = { ...(Math.random() < idempotentShare ? { 'idempotency-key': randomUUID() } : {}), ...perRequest?.() };
+              return Object.keys(extra).length > 0 ? { ...request, headers: { ...request.headers, ...extra } } : request;
+            },
           },
         ],
       },
@@ -405,9 +415,17 @@ try {
     }
   };
 
-  const ports = { a: await freePort(), bMemory: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
+  const ports = { a: await freePort(), bMemory: await freePort(), bDpop: await freePort(), bSqlite: await freePort(), bDist: await freePort(), c: await freePort() };
   const serverA = await startServer('bare-hono', { BENCH_PORT: String(ports.a) }, ports.a, '/healthz');
   const bMemory = await startServer('predictor', predictorEnv('memory', `${data.path}/b-memory`, ports.bMemory), ports.bMemory, '/readyz');
+  // The DPoP predictor's public URL is the address the load goes to: the proofs' htu is it plus /v1/predict.
+  const dpopUrl = `http://127.0.0.1:${ports.bDpop}/v1/predict`;
+  const dpopEnv = { PREDICTOR_PUBLIC_URL: `http://127.0.0.1:${ports.bDpop}`, DPOP_PROOF_MAX_AGE: String(DPOP_PROOF_MAX_AGE_SECONDS) };
+  const bDpop = await startServer('predictor', { ...predictorEnv('memory', `${data.path}/b-dpop`, ports.bDpop), ...dpopEnv }, ports.bDpop, '/readyz');
+  const dpopCaller = await DpopCaller.create({ issuer: auth.issuer, clientId: 'demo-caller', secret: DEV_ENV['DEMO_CALLER_SECRET']!, htu: dpopUrl });
+  if (durationSeconds > DPOP_PROOF_MAX_AGE_SECONDS / 2) {
+    process.stderr.write(`bench: --duration ${durationSeconds} s: the proofs made before a load of ${DPOP} may be older than ${DPOP_PROOF_MAX_AGE_SECONDS} s before it ends (refused, counted as not 200)\n`);
+  }
   const bSqlite = await startServer('predictor', predictorEnv('sqlite', `${data.path}/b-sqlite`, ports.bSqlite), ports.bSqlite, '/readyz');
   let bDist: ChildProcess | undefined;
   if (distSkipped === undefined) {
@@ -417,16 +435,50 @@ try {
   const serverC = await startServer('express-stack', { BENCH_PORT: String(ports.c), ISSUER: auth.issuer, PREDICTOR_AUDIENCE: TEST_AUDIENCE }, ports.c, '/v1/predict', 401);
 
   const bearer = { authorization: `Bearer ${token}` };
-  const configs: { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number; server: ChildProcess }[] = [
+  type Config = { name: ConfigName; url: string; headers: Record<string, string>; idempotentShare: number; server: ChildProcess; dpop?: DpopCaller };
+  // A and B (memory) first: the latency at the same load below takes them as configs[0] and configs[1].
+  const configs: Config[] = [
     { name: 'A bare hono', url: `http://127.0.0.1:${ports.a}/v1/predict`, headers: {}, idempotentShare: 0, server: serverA },
     { name: 'B predictor (memory)', url: `http://127.0.0.1:${ports.bMemory}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bMemory },
+    { name: DPOP, url: dpopUrl, headers: dpopCaller.authorization, idempotentShare: IDEMPOTENT_SHARE, server: bDpop, dpop: dpopCaller },
     { name: 'B predictor (sqlite)', url: `http://127.0.0.1:${ports.bSqlite}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bSqlite },
     ...(bDist ? [{ name: DIST, url: `http://127.0.0.1:${ports.bDist}/v1/predict`, headers: bearer, idempotentShare: IDEMPOTENT_SHARE, server: bDist }] : []),
     { name: 'C express stack', url: `http://127.0.0.1:${ports.c}/v1/predict`, headers: bearer, idempotentShare: 0, server: serverC },
   ];
   const samples = new Map<ConfigName, Sample[]>(configs.map((config) => [config.name, []]));
+  /** The DPoP configuration's proofs, load by load: the warm-up, then round by round. */
+  const proofUse: { warmUp?: ProofUse; rounds: ProofUse[] } = { rounds: [] };
+  /**
+   * One load of a configuration, with the server's CPU time per request. A DPoP one first gets
+   * its proofs, enough for `expectedRps` with headroom, made before the CPU time is read and the
+   * load starts; each request takes the next one, and once they are used up the rest go without.
+   */
+  const measure = async (config: Config, expectedRps: number): Promise<{ sample: Sample; proofs?: ProofUse }> => {
+    const prepared = config.dpop ? await config.dpop.pool(proofsNeeded(expectedRps, durationSeconds, connections)) : undefined;
+    const withProof = prepared && ((): Record<string, string> => {
+      const proof = prepared.pool.take();
+      return proof === undefined ? {} : { dpop: proof };
+    });
+    const cpuBefore = await cpuMicros(config.server.pid!);
+    const measured = await load(config.url, config.headers, config.idempotentShare, BODY, withProof);
+    const sample: Sample = { ...measured, cpuMicros: ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, measured.requests) };
+    if (!prepared) return { sample };
+    const { pool, seconds } = prepared;
+    return { sample, proofs: { made: pool.size, generationSeconds: Math.round(seconds * 100) / 100, handedOut: pool.handedOut, dry: pool.dry } };
+  };
+  const proofLine = (proofs: ProofUse) => `; ${proofs.made} proofs made in ${proofs.generationSeconds} s before the load, ${proofs.handedOut} handed out${proofs.dry ? `, RAN DRY: ${proofs.dry} requests sent without a proof` : ''}`;
+  /** A load's throughput, to size the next pool of proofs by (the total over the duration: the per-second average leaves out the last part-second). */
+  const throughput = (sample: Sample) => Math.max(sample.rps, sample.requests / durationSeconds);
   const warmUp = new Map<ConfigName, number>();
-  for (const config of configs) warmUp.set(config.name, (await load(config.url, config.headers, config.idempotentShare)).rps); // JIT, caches; not counted
+  for (const config of configs) {
+    // JIT, caches; not counted. The DPoP pool of the warm-up is sized by B (memory) with bearer tokens, which comes before it and does less.
+    const { sample, proofs } = await measure(config, warmUp.get('B predictor (memory)') ?? 0);
+    warmUp.set(config.name, throughput(sample));
+    if (proofs) {
+      proofUse.warmUp = proofs;
+      if (proofs.dry) process.stderr.write(`warm-up ${config.name}${proofLine(proofs)}\n`);
+    }
+  }
   // p99 "at the same load": A and B (memory) offered the same evenly spaced requests, at half
   // of what B sustained in the warm-up. Under the saturating load above, each one's latency is
   // mostly its own queue (50 connections over its throughput), which says little about B's work.
@@ -435,11 +487,12 @@ try {
   const idempotencyKeyOnAShare = (share: number): Record<string, string> => (Math.random() < share ? { 'idempotency-key': randomUUID() } : {});
   for (let round = 1; round <= rounds; round += 1) {
     for (const config of configs) {
-      const cpuBefore = await cpuMicros(config.server.pid!);
-      const measured = await load(config.url, config.headers, config.idempotentShare);
-      const sample: Sample = { ...measured, cpuMicros: ((await cpuMicros(config.server.pid!)) - cpuBefore) / Math.max(1, measured.requests) };
+      // A DPoP pool is sized by the previous round's throughput (the warm-up's in round 1).
+      const previous = samples.get(config.name)!.at(-1);
+      const { sample, proofs } = await measure(config, previous ? throughput(previous) : warmUp.get(config.name)!);
       samples.get(config.name)!.push(sample);
-      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non200 || sample.errors ? `, ${sample.non200} not 200, ${sample.errors} errors` : ''}\n`);
+      if (proofs) proofUse.rounds.push(proofs);
+      process.stderr.write(`round ${round} ${config.name.padEnd(22)} ${Math.round(sample.rps)} req/s, p99 ${sample.p99} ms, ${Math.round(sample.cpuMicros)} µs CPU/request${sample.non200 || sample.errors ? `, ${sample.non200} not 200, ${sample.errors} errors` : ''}${proofs ? proofLine(proofs) : ''}\n`);
     }
     const atSameLoad = (config: (typeof configs)[number]) =>
       fixedRateLoad({ url: config.url, headers: { 'content-type': 'application/json', ...config.headers }, body: BODY, rate: sameLoadRate, seconds: durationSeconds, perRequestHeaders: () => idempotencyKeyOnAShare(config.idempotentShare) });
@@ -483,11 +536,18 @@ try {
     machine: { cores: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
     settings: { rounds, durationSeconds, connections, idempotentShare: IDEMPOTENT_SHARE },
     // The configurations every machine runs; the distributed one, which needs Redis and PostgreSQL, is apart.
-    configurations: summary.filter(({ name }) => name !== DIST),
+    configurations: summary.filter(({ name }) => name !== DIST && name !== DPOP),
     distributed:
       distSkipped === undefined
         ? { ...rowOf(DIST), skipped: false as const, engines: { redis: redactUrl(dist.redisUrl), postgres: redactUrl(dist.databaseUrl) }, schema: dist.schema, redisKeyPrefix: dist.redisKeyPrefix }
         : { name: DIST, skipped: true as const, reason: distSkipped },
+    // B (memory) with DPoP-bound tokens, apart like the distributed one: its proofs, load by load.
+    dpop: {
+      ...rowOf(DPOP),
+      htu: dpopUrl,
+      proofMaxAgeSeconds: DPOP_PROOF_MAX_AGE_SECONDS,
+      proofs: { headroom: PROOF_HEADROOM, warmUp: proofUse.warmUp, rounds: proofUse.rounds, ranDry: [proofUse.warmUp, ...proofUse.rounds].reduce((sum, use) => sum + (use?.dry ?? 0), 0) },
+    },
     sameLoad,
     ratios: {
       'B/A (memory)': ratio('B predictor (memory)', 'A bare hono'),
@@ -497,6 +557,8 @@ try {
       'CPU per request B/A (memory)': Math.round((rowOf('B predictor (memory)').cpuMicrosPerRequest / Math.max(1, rowOf('A bare hono').cpuMicrosPerRequest)) * 100) / 100,
       'p99 B/A (memory) at the same load': sameLoad.p99Ratio,
       'p99 B/A (memory) saturated': Math.round((rowOf('B predictor (memory)').p99 / Math.max(1, rowOf('A bare hono').p99)) * 100) / 100,
+      'B DPoP/B bearer (memory)': ratio(DPOP, 'B predictor (memory)'),
+      'CPU per request B DPoP/B bearer (memory)': Math.round((rowOf(DPOP).cpuMicrosPerRequest / Math.max(1, rowOf('B predictor (memory)').cpuMicrosPerRequest)) * 100) / 100,
     },
     tokenIssuance: tokenSample && { tokensPerSecond: Math.round(tokenSample.rps), allOk: answeredOnly200(tokenSample) },
     callerOverheadMicrosPerCall: Math.round(overheadMicros),
@@ -527,6 +589,9 @@ try {
   await writeFile(out, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`\nwritten to ${out}\n`);
   const failures = failedMeasurements(summary, result.tokenIssuance, sameLoad);
+  proofUse.rounds.forEach((use, index) => {
+    if (use.dry) failures.push(`${DPOP}: its ${use.made} proofs ran out in round ${index + 1}, ${use.dry} requests went without one (refused): more headroom (PROOF_HEADROOM in bench/src/dpop-proofs.ts)`);
+  });
   for (const failure of failures) process.stderr.write(`bench: ${failure}\n`);
   if (failures.length > 0) process.exitCode = 1;
 } finally {

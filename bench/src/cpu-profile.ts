@@ -1,4 +1,4 @@
-// Reads a V8 `.cpuprofile` (what `node --cpu-prof` writes) into the shares the README quotes.
+// Reads a V8 `.cpuprofile` (what `node --cpu-prof` writes) into the shares docs/benchmark.md quotes.
 // Written by hand: DevTools shows one profile well but cannot group it by concern or print
 // it in a terminal, and the format is a plain tree of call frames with sample counts.
 

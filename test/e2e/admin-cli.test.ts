@@ -35,7 +35,7 @@ describe('admin CLI against a real auth-server', () => {
 
   const adminEnv = (env: Record<string, string> = {}) => ({ ADMIN_URL: auth.adminUrl, ADMIN_TOKEN: DEV_ENV['ADMIN_TOKEN']!, ...env });
   const admin = (args: string[], env: Record<string, string> = {}) => finished(startTypeScript('admin', 'auth-server/src/admin-cli.ts', adminEnv(env), args));
-  /** The way the README documents: through npm, as an operator types it. */
+  /** The way docs/auth-server.md documents: through npm, as an operator types it. */
   const npmRunAdmin = (args: string[]) =>
     finished(
       new ManagedProcess(

@@ -550,9 +550,9 @@ describe('docker-compose.yml', () => {
   });
 
   it('documents `docker compose up --build --exit-code-from caller`, which returns the demo’s result', () => {
-    const readme = readFileSync(root('README.md'), 'utf8');
-    const section = readme.slice(readme.indexOf('\n## docker compose\n'), readme.indexOf('\n## ', readme.indexOf('\n## docker compose\n') + 1));
-    assert.match(section, /^docker compose up --build --exit-code-from caller\b/m, 'README "docker compose": the command that returns the demo’s exit code');
+    const page = readFileSync(root('docs/docker-compose.md'), 'utf8');
+    assert.match(page, /^docker compose up --build --exit-code-from caller\b/m, 'docs/docker-compose.md: the command that returns the demo’s exit code');
+    assert.match(readFileSync(root('README.md'), 'utf8'), /^docker compose up --build --exit-code-from caller\b/m, 'README: the compose way to run it');
     assert.match(composeText, /docker compose up --build --exit-code-from caller\b/, 'docker-compose.yml names the command in its header');
     // --exit-code-from implies --abort-on-container-exit: the services it depends on must be long-running, not one-shot.
     for (const dependency of dependsOnOf(services['caller']!).keys()) assert.ok(services[dependency]?.healthcheck, `caller depends on ${dependency}, which needs a health check`);

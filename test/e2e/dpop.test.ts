@@ -7,6 +7,7 @@ import { createDpopKey, dpopProof, type DpopKey } from '../../predictor/src/test
 import { requireRedis, TEST_REDIS_URL } from '../../predictor/src/testing/engines.js';
 import { rememberSecret, startTypeScript, stopAll, temporaryDirectory, type ManagedProcess } from '../src/harness/processes.js';
 import { DEV_ENV, startAuthServer, startPredictor, TEST_AUDIENCE, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
 /**
  * DPoP end to end (RFC 9449): a DPoP-bound token from the real auth-server, with a proof
@@ -23,7 +24,7 @@ async function finished(cli: ManagedProcess): Promise<{ code: number | null; std
   return { code, stdout: cli.stdoutLines.join('\n'), stderr: cli.stderrLines.join('\n') };
 }
 
-describe('DPoP-bound tokens from the auth-server to two predictors on Redis', () => {
+describe('DPoP-bound tokens from the auth-server to two predictors on Redis', { skip: skipUnlessEngines(['redis']) }, () => {
   const redisPrefix = `test:dpop:${process.pid}:${randomBytes(4).toString('hex')}:`;
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
   let auth: RunningAuthServer;

@@ -6,6 +6,7 @@ import { requirePostgres, TEST_DATABASE_URL, uniqueSchemaName } from '../../pred
 import { TcpFaultProxy } from '../../predictor/src/testing/tcp-fault-proxy.js';
 import { stopAll, temporaryDirectory } from '../src/harness/processes.js';
 import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
 /**
  * Issue 13, observations 1 and 2: a predictor on PostgreSQL through a proxy that cuts the
@@ -49,7 +50,7 @@ async function retryUntilAnswered(url: string, token: string, key: string, seen:
   }
 }
 
-describe('idempotency when PostgreSQL is cut while the model runs', () => {
+describe('idempotency when PostgreSQL is cut while the model runs', { skip: skipUnlessEngines(['postgres']) }, () => {
   const schema = uniqueSchemaName('idemfault');
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
   let admin: pg.Client;

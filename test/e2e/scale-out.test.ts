@@ -10,6 +10,7 @@ import { EngineUnavailable, requirePostgres, requireRedis, TEST_DATABASE_URL, TE
 import { freePort, REPOSITORY_ROOT, rememberSecret, startRedisServer, stopAll, temporaryDirectory, type ManagedProcess } from '../src/harness/processes.js';
 import { metric } from '../src/harness/probes.js';
 import { DEV_ENV, requestToken, startAuthServer, startPredictor, type RunningAuthServer, type RunningPredictor } from '../src/harness/system.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
 /**
  * Several predictors and auth-servers on the real Redis and PostgreSQL of this machine
@@ -60,7 +61,7 @@ async function waitFor<T>(description: string, check: () => Promise<T | undefine
   }
 }
 
-describe('scale-out on shared Redis and PostgreSQL', () => {
+describe('scale-out on shared Redis and PostgreSQL', { skip: skipUnlessEngines(['redis', 'postgres']) }, () => {
   const schema = uniqueSchemaName('scale');
   const redisPrefix = `test:scale:${process.pid}:${Date.now()}:`;
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
@@ -263,7 +264,8 @@ describe('scale-out on shared Redis and PostgreSQL', () => {
   });
 });
 
-describe('a lost Redis under load', () => {
+// The next two start a private redis-server of their own: where Redis is not running it is usually not installed either.
+describe('a lost Redis under load', { skip: skipUnlessEngines(['redis']) }, () => {
   const prefix = `test:outage:${process.pid}:${Date.now()}:`;
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
   let redisServer: ManagedProcess;
@@ -335,7 +337,7 @@ describe('a lost Redis under load', () => {
   });
 });
 
-describe('a predictor started while Redis is down', () => {
+describe('a predictor started while Redis is down', { skip: skipUnlessEngines(['redis']) }, () => {
   let dataDir: Awaited<ReturnType<typeof temporaryDirectory>>;
   let redisServer: ManagedProcess | undefined;
 

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { startTypeScript, temporaryDirectory } from '../src/harness/processes.js';
 import { browserOrSkip, withReportPage } from '../src/report/browser.js';
 import { formatResult, runScenario, SCENARIOS } from '../src/scenarios/index.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
 describe('token-rotation scenarios (server-side evidence)', () => {
   let traces: Awaited<ReturnType<typeof temporaryDirectory>>;
@@ -34,7 +35,7 @@ describe('token-rotation scenarios (server-side evidence)', () => {
   });
 
   for (const scenario of SCENARIOS) {
-    it(`${scenario.name} passes and writes its sequence diagram and its report`, async () => {
+    it(`${scenario.name} passes and writes its sequence diagram and its report`, { skip: skipUnlessEngines(scenario.engines ?? []) }, async () => {
       const tracePath = `${traces.path}/${scenario.name}.mmd`;
       const result = await runScenario(scenario, { tracePath, reportDir: traces.path });
       assert.ok(result.passed, formatResult(result));

@@ -36,8 +36,8 @@ export function usageEvent(overrides: Partial<UsageEvent> = {}): UsageEvent {
   };
 }
 
-export function describeUsageLedgerContract(name: string, fixture: LedgerFixture): void {
-  describe(`${name} (UsageLedger contract)`, () => {
+export function describeUsageLedgerContract(name: string, fixture: LedgerFixture, options: { skip?: string | false } = {}): void {
+  describe(`${name} (UsageLedger contract)`, options, () => {
     const opened: UsageLedger[] = [];
 
     async function open(place = fixture.newPlace()): Promise<UsageLedger> {

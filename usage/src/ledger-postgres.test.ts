@@ -3,7 +3,10 @@ import { describe, it } from 'node:test';
 import { TEST_DATABASE_URL, withTestDatabase } from '../../predictor/src/testing/engines.js';
 import { describeUsageLedgerContract, usageEvent } from './ledger-contract.js';
 import { PostgresUsageLedger, UsageDatabaseUnreachable, type PostgresUsageLedgerOptions } from './ledger-postgres.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
+/** Every suite here needs PostgreSQL. */
+const skip = skipUnlessEngines(['postgres']);
 const database = withTestDatabase();
 
 const open = (options: Partial<PostgresUsageLedgerOptions> = {}): Promise<PostgresUsageLedger> =>
@@ -15,9 +18,9 @@ describeUsageLedgerContract('PostgresUsageLedger', {
   markNewerSchema: async (schema) => {
     await database.admin().query(`INSERT INTO "${schema}".usage_schema_migrations (version) VALUES (2)`);
   },
-});
+}, { skip });
 
-describe('PostgresUsageLedger shared by consumers', () => {
+describe('PostgresUsageLedger shared by consumers', { skip }, () => {
   it('counts an event once when two consumers on the same schema record it at once', async () => {
     const schema = database.schema('usage');
     const consumers = await Promise.all([open({ schema }), open({ schema })]);
@@ -71,7 +74,7 @@ async function waitUntil(condition: () => Promise<boolean>): Promise<void> {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
-describe('PostgresUsageLedger schema', () => {
+describe('PostgresUsageLedger schema', { skip }, () => {
   const migrationsOf = async (schema: string): Promise<number[]> =>
     (await database.admin().query<{ version: number }>(`SELECT version FROM "${schema}".usage_schema_migrations ORDER BY version`)).rows.map((row) => row.version);
 

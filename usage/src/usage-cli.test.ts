@@ -13,6 +13,7 @@ import { PostgresUsageLedger } from './ledger-postgres.js';
 import { SqliteUsageLedger } from './ledger-sqlite.js';
 import { usageReport } from './report.js';
 import { runUsageCli } from './usage-cli.js';
+import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
 
 let dataDir: string;
 
@@ -128,7 +129,7 @@ describe('npm run usage -- report', () => {
   });
 });
 
-describe('npm run usage -- report on PostgreSQL', () => {
+describe('npm run usage -- report on PostgreSQL', { skip: skipUnlessEngines(['postgres']) }, () => {
   const database = withTestDatabase();
 
   it('reads the ledger from DATABASE_URL and DATABASE_SCHEMA when set', async () => {

@@ -3,7 +3,7 @@
  * (`invalid_client`) count, successes never do.
  *
  * Two limits, because each alone is either weak or dangerous (the env variables are in
- * config.ts and the README's Configuration):
+ * config.ts and docs/configuration.md):
  *
  * - Per source address, a bucket: `addressBurst` failures, then one more every
  *   `addressRefillMs`; while it is empty every token request from that address is refused

@@ -10,11 +10,12 @@ import { AuthOperations } from '../operations.js';
 import { postgresAdapter } from './oidc-adapter.js';
 import { PostgresStateStorage } from './postgres-state.js';
 import { StateConflict } from './storage.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const NOW = new Date(Date.UTC(2026, 10, 23, 12));
 const CLIENT: StoredClient = { clientId: 'svc', authMethod: 'client_secret_basic', secretSha256: 'ab'.repeat(32), scopes: ['predict'], plan: 'standard', disabled: false, updatedAt: NOW.toISOString() };
 
-describe('PostgresStateStorage (auth-server replicas)', () => {
+describe('PostgresStateStorage (auth-server replicas)', { skip: skipUnlessEngines(['postgres']) }, () => {
   const schemas: string[] = [];
   const opened: PostgresStateStorage[] = [];
   let admin: pg.Client;

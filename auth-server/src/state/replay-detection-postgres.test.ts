@@ -5,9 +5,10 @@ import { ClientAssertionReplayed } from '../client-auth/errors.js';
 import { assertionClient, postAssertion, serveProvider, testKeyRing } from '../testing/assertion-clients.js';
 import { postgresAdapter, purgeExpiredModels } from './oidc-adapter.js';
 import { PostgresStateStorage } from './postgres-state.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 /** Replicas sharing PostgreSQL: a private_key_jwt assertion is accepted once in all, even presented to two at the same instant. */
-describe('ReplayDetection on PostgreSQL (auth-server replicas)', () => {
+describe('ReplayDetection on PostgreSQL (auth-server replicas)', { skip: skipUnlessEngines(['postgres']) }, () => {
   const database = withTestDatabase();
   const opened: PostgresStateStorage[] = [];
   let schema: string;

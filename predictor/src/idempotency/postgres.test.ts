@@ -8,6 +8,7 @@ import { TcpFaultProxy } from '../testing/tcp-fault-proxy.js';
 import { IdempotencyDatabaseUnreachable, PostgresIdempotencyStore, type PostgresIdempotencyStoreOptions } from './postgres.js';
 import { UnsupportedIdempotencySchema } from './store.js';
 import { claimAndComplete, describeIdempotencyStoreContract, ManualClock, RESPONSE } from './store-contract.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const schemas: string[] = [];
 const newSchema = (): string => {
@@ -19,7 +20,11 @@ const newSchema = (): string => {
 /** A connection of the test's own, to look at and tamper with what the stores wrote. */
 let admin: pg.Client;
 
+/** Every suite here needs PostgreSQL. */
+const skip = skipUnlessEngines(['postgres']);
+
 before(async () => {
+  if (skip) return;
   await requirePostgres();
   admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
   await admin.connect();
@@ -34,9 +39,9 @@ after(async () => {
 const open = (options: Partial<PostgresIdempotencyStoreOptions> = {}): Promise<PostgresIdempotencyStore> =>
   PostgresIdempotencyStore.open({ connectionString: TEST_DATABASE_URL, schema: newSchema(), ...options });
 
-describeIdempotencyStoreContract('PostgresIdempotencyStore', (options) => open(options));
+describeIdempotencyStoreContract('PostgresIdempotencyStore', (options) => open(options), { skip });
 
-describe('PostgresIdempotencyStore shared by replicas', () => {
+describe('PostgresIdempotencyStore shared by replicas', { skip }, () => {
   it('gives a key to exactly one of two stores on the same schema, and lets the other replay it', async () => {
     const schema = newSchema();
     const clock = new ManualClock();
@@ -74,7 +79,7 @@ describe('PostgresIdempotencyStore shared by replicas', () => {
   });
 });
 
-describe('PostgresIdempotencyStore on the database clock', () => {
+describe('PostgresIdempotencyStore on the database clock', { skip }, () => {
   it('ignores the replicas\' own clocks: one an hour ahead cannot take over a live claim', async () => {
     const schema = newSchema();
     const skewed = new ManualClock(Date.now() + 60 * 60 * 1000);
@@ -98,7 +103,7 @@ describe('PostgresIdempotencyStore on the database clock', () => {
   });
 });
 
-describe('PostgresIdempotencyStore schema', () => {
+describe('PostgresIdempotencyStore schema', { skip }, () => {
   const migrationsOf = async (schema: string): Promise<number[]> =>
     (await admin.query<{ version: number }>(`SELECT version FROM "${schema}".idempotency_schema_migrations ORDER BY version`)).rows.map(
       (row) => row.version,
@@ -200,7 +205,7 @@ class Relay {
   }
 }
 
-describe('PostgresIdempotencyStore without its database', () => {
+describe('PostgresIdempotencyStore without its database', { skip }, () => {
   it('fails to open at once, naming the database without its password', { timeout: 10_000 }, async () => {
     await assert.rejects(
       PostgresIdempotencyStore.open({ connectionString: 'postgres://postgres:s3cret@127.0.0.1:1/test', schema: newSchema() }),
@@ -248,7 +253,7 @@ describe('PostgresIdempotencyStore without its database', () => {
   });
 });
 
-describe('PostgresIdempotencyStore outbox when the database goes away mid-round', () => {
+describe('PostgresIdempotencyStore outbox when the database goes away mid-round', { skip }, () => {
   it('fails the relay round (the rows stay unsent) instead of ending the process, and relays them once it is back', { timeout: 20_000 }, async () => {
     const { proxy, url } = await TcpFaultProxy.forUrl(TEST_DATABASE_URL, 5432);
     const schema = newSchema();
@@ -280,7 +285,7 @@ describe('PostgresIdempotencyStore outbox when the database goes away mid-round'
   });
 });
 
-describe('PostgresIdempotencyStore usage outbox (group commit)', () => {
+describe('PostgresIdempotencyStore usage outbox (group commit)', { skip }, () => {
   const usage = (id: string): UsageEvent => ({ id, type: 'prediction.executed', clientId: 'c', plan: 'standard', credential: { method: 'api-key', id: 'k' }, rows: 1, modelId: 'm', idempotencyKey: undefined, occurredAt: '2026-11-28T12:00:00.000Z' });
 
   it('commits the events appended at once in one statement, in order, each append resolving once its event is stored', async () => {

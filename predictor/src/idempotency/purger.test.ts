@@ -7,6 +7,7 @@ import { MemoryIdempotencyStore } from './memory.js';
 import { PostgresIdempotencyStore } from './postgres.js';
 import { IdempotencyPurger } from './purger.js';
 import { claimAndComplete, ManualClock, RESPONSE } from './store-contract.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const quietLogger = () => createLogger('predictor', 'silent');
 
@@ -39,7 +40,7 @@ describe('IdempotencyPurger', () => {
   });
 });
 
-describe('IdempotencyPurger on PostgreSQL at a high keyed rate', () => {
+describe('IdempotencyPurger on PostgreSQL at a high keyed rate', { skip: skipUnlessEngines(['postgres']) }, () => {
   const database = withTestDatabase();
 
   it('keeps the table within what the retention holds at 1 000 keyed requests per second, with no expired row left after each run', async () => {

@@ -260,7 +260,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    * commit together, in one transaction at its end (a group commit): a commit of its own per
    * request writes its pages to the WAL again each time and brings the checkpoints (which
    * run in the committing request) that much sooner; under the bench's load that alone took
-   * the predictor from 0.74 to 0.51 of its throughput without metering (README, Benchmark).
+   * the predictor from 0.74 to 0.51 of its throughput without metering (docs/benchmark.md).
    * If that commit fails, every append in it rejects.
    */
   async append(event: UsageEvent): Promise<void> {

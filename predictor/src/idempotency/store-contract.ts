@@ -47,8 +47,8 @@ export const RESPONSE: StoredResponse = {
   body: AWKWARD_BODY,
 };
 
-export function describeIdempotencyStoreContract(name: string, createStore: StoreFactory): void {
-  describe(`${name} (IdempotencyStore contract)`, () => {
+export function describeIdempotencyStoreContract(name: string, createStore: StoreFactory, options: { skip?: string | false } = {}): void {
+  describe(`${name} (IdempotencyStore contract)`, options, () => {
     const opened: IdempotencyStore[] = [];
     let clock: ManualClock;
 

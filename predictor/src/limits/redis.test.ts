@@ -9,6 +9,7 @@ import { MemoryRateLimiter } from './memory.js';
 import type { Plan } from './plans.js';
 import { secondsToNextUtcMidnight, utcDay, type PolicyName, type RateLimitDecision } from './rate-limiter.js';
 import { RedisRateLimiter, rateLimitKey } from './redis.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const FREE: Plan = { name: 'free', burst: 6, refillPerSecond: 2, dailyQuota: 1000 };
 /** A plan whose daily quota runs out long before the bucket does. */
@@ -17,7 +18,7 @@ const TINY_DAILY: Plan = { name: 'tiny-daily', burst: 10, refillPerSecond: 10, d
 const SLOW: Plan = { name: 'slow', burst: 30, refillPerSecond: 0.001, dailyQuota: 100_000 };
 
 // Redis keeps its own clock, so these tests never sleep: they read TIME, or write a state as of a known time.
-describe('RedisRateLimiter', () => {
+describe('RedisRateLimiter', { skip: skipUnlessEngines(['redis']) }, () => {
   const prefix = `test:rl:${process.pid}:${randomBytes(4).toString('hex')}:`;
   let redis: Redis;
   let limiter: RedisRateLimiter;

@@ -16,6 +16,7 @@ import { TcpFaultProxy } from '../testing/tcp-fault-proxy.js';
 import { GuardedRateLimiter, StoreGuard, type FailurePolicy } from './failure-policy.js';
 import { redisClientOptions } from './open.js';
 import { isOutage, isPostgresOutage, isRedisOutage, type OutageClassifier } from './outage.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const require = createRequire(import.meta.url);
 // ioredis's own classes, from the copies ioredis itself loads.
@@ -200,7 +201,7 @@ function show(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}${(error as { code?: string }).code ? ` (${(error as { code?: string }).code})` : ''}` : String(error);
 }
 
-describe('Redis faults through a proxy, under both policies', () => {
+describe('Redis faults through a proxy, under both policies', { skip: skipUnlessEngines(['redis']) }, () => {
   const prefix = `${uniqueSchemaName('test_outage')}:`;
 
   before(() => requireRedis());
@@ -376,7 +377,7 @@ describe('Redis faults through a proxy, under both policies', () => {
   }
 });
 
-describe('PostgreSQL faults through a proxy, under both policies', () => {
+describe('PostgreSQL faults through a proxy, under both policies', { skip: skipUnlessEngines(['postgres']) }, () => {
   const database = withTestDatabase();
   const schema = database.schema('test_outage');
   let keys = 0;

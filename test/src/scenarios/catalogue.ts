@@ -3,6 +3,7 @@ import { decodeProtectedHeader } from 'jose';
 import { RetryBudget, loadCallerConfig } from 'caller';
 import { startFaultProxy } from '../harness/fault-proxy.js';
 import { DEV_ENV, requestToken, startAuthServer } from '../harness/system.js';
+import type { Engine } from '../../../common/src/testing/engines.js';
 import type { ScenarioRun } from './framework.js';
 import { signupSpike } from './signup-spike.js';
 import { storeOutage } from './store-outage.js';
@@ -15,6 +16,8 @@ export interface Scenario {
   predictorEnv?: Record<string, string>;
   /** A plans file for the predictor (default: the committed plans). */
   plans?: unknown;
+  /** The real engines it runs on: its test is skipped where they are missing (not under CI=true); run by hand it fails saying which. */
+  engines?: readonly Engine[];
   run(run: ScenarioRun): Promise<void>;
 }
 

@@ -1,4 +1,4 @@
-import { decodeJwt } from 'jose';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { DEV_ENV } from '../harness/system.js';
 import { freePort } from '../harness/processes.js';
 import { DPoPKey, PredictorClient, TokenSource, parseChallenges, type AttemptEvent, type IrisRow } from 'caller';
@@ -57,6 +57,9 @@ export const stolenToken: Scenario = {
     // 2. A DPoP-bound token: the caller keeps its key; the intermediary sees token and proof.
     const key = await DPoPKey.generate();
     const boundTokens = new TokenSource({ issuer: run.auth.issuer, clientId: 'demo-caller', clientSecret: secret, dpop: key });
+    // Fetched up front (the calls below reuse it from the cache) so that the trace shows it, with its kid.
+    const bound = await boundTokens.getToken();
+    run.trace.exchange('Caller', 'AuthServer', 'POST /token (demo-caller, DPoP proof)', `token kid ${decodeProtectedHeader(bound.value).kid ?? '?'} type ${bound.tokenType ?? 'Bearer'}`, { standalone: true });
     const boundSeen: Seen[] = [];
     const events: AttemptEvent[] = [];
     const boundCaller = new PredictorClient({ baseUrl: predictor.url, tokens: boundTokens, fetch: tapped(boundSeen), onAttempt: (event) => events.push(event) });

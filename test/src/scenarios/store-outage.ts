@@ -52,6 +52,7 @@ export const storeOutage: Scenario = {
   summary:
     'Keyed traffic at two predictors (fail-closed, degrade) while PostgreSQL and Redis are reset, refused, black-holed and restored: no key executed twice, every replay answers what the first 2xx said, no 500.',
   plans: PLANS,
+  engines: ['postgres', 'redis'],
   async run(run) {
     // On a machine without the engines, fail here with what is missing and how to start it.
     await requireRedis();

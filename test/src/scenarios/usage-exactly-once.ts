@@ -48,6 +48,7 @@ export const usageExactlyOnce: Scenario = {
   summary:
     'Keyed traffic through lost responses and retries, plus unkeyed requests, while a relay is SIGKILLed between publish and mark, the broker is down 4 s and the consumer is SIGKILLed before an ack: per client, ledger events = executions = successes.',
   plans: PLANS,
+  engines: ['postgres', 'nats'],
   async run(run) {
     // On a machine without the engines, fail here with what is missing and how to start it.
     await requirePostgres();

@@ -13,8 +13,9 @@ import { UsageConsumerConnectionClosed, UsagePublishFailed } from './errors.js';
 import { JetStreamUsagePublisher } from './publisher.js';
 import { ensureUsageStream, usageSubjectIn, type UsageStreamNames } from './stream.js';
 import { newUsageConsumerStats, runUsageConsumer, type UsageConsumerOptions } from './consumer.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
-describe('runUsageConsumer', () => {
+describe('runUsageConsumer', { skip: skipUnlessEngines(['nats']) }, () => {
   const nats = withTestNats();
   const running: Array<{ controller: AbortController; done: Promise<unknown> }> = [];
   // A test that failed midway leaves its consumer running: stop it before the connections close under it.

@@ -73,7 +73,7 @@ export interface UsageConsumerOptions extends UsageConsumerConfig {
 /**
  * Messages pulled and recorded at once. A PostgreSQL commit waits for its WAL flush (about 2 ms
  * on the bench machine), so the batch sets the ceiling: with 32 the JetStream path carried about
- * 3 800 events/s end to end, with 128 about 5 000 (README, Benchmark).
+ * 3 800 events/s end to end, with 128 about 5 000 (docs/benchmark.md).
  */
 export const DEFAULT_CONSUMER_BATCH = 128;
 

@@ -8,8 +8,9 @@ import { connectNats } from './connection.js';
 import { NatsUnavailable, UsagePublishFailed } from './errors.js';
 import { JetStreamUsagePublisher } from './publisher.js';
 import { ensureUsageStream } from './stream.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
-describe('JetStreamUsagePublisher', () => {
+describe('JetStreamUsagePublisher', { skip: skipUnlessEngines(['nats']) }, () => {
   const nats = withTestNats();
 
   async function streamMessages(stream: string): Promise<number> {

@@ -4,6 +4,7 @@ import type { UsageEvent } from '@m2m/common';
 import { TcpFaultProxy } from '../../../predictor/src/testing/tcp-fault-proxy.js';
 import { silentLogger, TEST_NATS_URL, withTestNats } from '../testing/nats.js';
 import { JetStreamUsageSink } from './sink.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
 const event = (id: string): UsageEvent => ({
   id,
@@ -17,7 +18,7 @@ const event = (id: string): UsageEvent => ({
   occurredAt: '2026-11-28T12:00:00.000Z',
 });
 
-describe('JetStreamUsageSink', () => {
+describe('JetStreamUsageSink', { skip: skipUnlessEngines(['nats']) }, () => {
   const nats = withTestNats();
 
   it('fails a round while the broker is unreachable at first use, then connects, creates the stream and delivers once it is there', { timeout: 30_000 }, async () => {

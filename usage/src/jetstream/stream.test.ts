@@ -5,8 +5,9 @@ import { describe, it } from 'node:test';
 import { withTestNats } from '../testing/nats.js';
 import { UsageStreamConflict } from './errors.js';
 import { DEFAULT_DUPLICATE_WINDOW_MS, ensureUsageStream, usageSubjectIn } from './stream.js';
+import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
 
-describe('the usage stream', () => {
+describe('the usage stream', { skip: skipUnlessEngines(['nats']) }, () => {
   const nats = withTestNats();
 
   it('is created by several processes at once without any of them failing', async () => {

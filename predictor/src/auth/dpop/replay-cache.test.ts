@@ -12,6 +12,7 @@ import { requireRedis, TEST_REDIS_URL } from '../../testing/engines.js';
 import { createDpopProofVerifier } from './proof.js';
 import { MemoryProofReplayCache, proofReplayKey } from './replay-cache.js';
 import { RedisProofReplayCache } from './replay-cache-redis.js';
+import { skipUnlessEngines } from '../../../../common/src/testing/skip-unless-engines.js';
 
 describe('MemoryProofReplayCache', () => {
   it('answers true once per key until the key expires, then forgets it', async () => {
@@ -39,7 +40,7 @@ describe('MemoryProofReplayCache', () => {
   });
 });
 
-describe('RedisProofReplayCache: a proof accepted by one predictor is refused by another (SET NX PX)', () => {
+describe('RedisProofReplayCache: a proof accepted by one predictor is refused by another (SET NX PX)', { skip: skipUnlessEngines(['redis']) }, () => {
   const prefix = `test:dpop:${process.pid}:${randomBytes(4).toString('hex')}:dpop-jti:`;
   let redisA: Redis;
   let redisB: Redis;
