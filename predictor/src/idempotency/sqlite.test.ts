@@ -10,6 +10,7 @@ import Database from 'better-sqlite3';
 import { SqliteIdempotencyStore } from './sqlite.js';
 import { UnsupportedIdempotencySchema } from './store.js';
 import { claimAndComplete, describeIdempotencyStoreContract, LEASE_MS, ManualClock, RESPONSE, RETENTION_MS, START_MS } from './store-contract.js';
+import { usageEventFixture } from '../../../common/src/testing/usage-event-fixture.js';
 
 let directory: string;
 let files = 0;
@@ -177,17 +178,7 @@ describe('SqliteIdempotencyStore durability', () => {
 });
 
 describe('SqliteIdempotencyStore usage outbox (group commit)', () => {
-  const usage = (id: string): UsageEvent => ({
-    id,
-    type: 'prediction.executed',
-    clientId: 'client-a',
-    plan: 'standard',
-    credential: { method: 'api-key', id: 'key-1' },
-    rows: 1,
-    modelId: 'iris',
-    idempotencyKey: undefined,
-    occurredAt: '2026-11-28T12:00:00.000Z',
-  });
+  const usage = (id: string): UsageEvent => usageEventFixture(id);
   const unsentIn = (path: string): string[] => {
     const reader = new Database(path, { readonly: true });
     try {

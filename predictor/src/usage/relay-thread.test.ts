@@ -8,21 +8,12 @@ import { SqliteUsageLedger } from '@m2m/usage';
 import { createMetrics } from '../http/metrics.js';
 import { SqliteIdempotencyStore } from '../idempotency/sqlite.js';
 import { UsageRelayThread, UsageRelayThreadFailed } from './relay-thread.js';
+import { usageEventFixture } from '../../../common/src/testing/usage-event-fixture.js';
 
 const RELAY_WORKER = new URL('./relay-worker.ts', import.meta.url);
 const EXITS_ONCE = new URL('../testing/relay-worker-exits-once.ts', import.meta.url);
 
-const event = (id: string): UsageEvent => ({
-  id,
-  type: 'prediction.executed',
-  clientId: 'client-a',
-  plan: 'standard',
-  credential: { method: 'api-key', id: 'key-1' },
-  rows: 2,
-  modelId: 'iris',
-  idempotencyKey: undefined,
-  occurredAt: '2026-11-28T12:00:00.000Z',
-});
+const event = (id: string): UsageEvent => usageEventFixture(id, { rows: 2 });
 
 const directories: string[] = [];
 after(() => directories.forEach((directory) => rmSync(directory, { recursive: true, force: true })));

@@ -4,18 +4,9 @@ import { createLogger, type UsageEvent } from '@m2m/common';
 import { createMetrics } from '../http/metrics.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
 import { UsageRelay } from './relay.js';
+import { usageEventFixture } from '../../../common/src/testing/usage-event-fixture.js';
 
-const event = (id: string): UsageEvent => ({
-  id,
-  type: 'prediction.executed',
-  clientId: 'client-a',
-  plan: 'standard',
-  credential: { method: 'api-key', id: 'key-1' },
-  rows: 1,
-  modelId: 'iris',
-  idempotencyKey: undefined,
-  occurredAt: '2026-11-28T12:00:00.000Z',
-});
+const event = (id: string): UsageEvent => usageEventFixture(id);
 
 async function until(what: string, condition: () => boolean): Promise<void> {
   const deadline = Date.now() + 5_000;

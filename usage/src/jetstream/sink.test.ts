@@ -5,18 +5,9 @@ import { TcpFaultProxy } from '../../../predictor/src/testing/tcp-fault-proxy.js
 import { silentLogger, TEST_NATS_URL, withTestNats } from '../testing/nats.js';
 import { JetStreamUsageSink } from './sink.js';
 import { skipUnlessEngines } from '../../../common/src/testing/skip-unless-engines.js';
+import { usageEventFixture } from '../../../common/src/testing/usage-event-fixture.js';
 
-const event = (id: string): UsageEvent => ({
-  id,
-  type: 'prediction.executed',
-  clientId: 'client-a',
-  plan: 'standard',
-  credential: { method: 'api-key', id: 'key-1' },
-  rows: 1,
-  modelId: 'iris',
-  idempotencyKey: undefined,
-  occurredAt: '2026-11-28T12:00:00.000Z',
-});
+const event = (id: string): UsageEvent => usageEventFixture(id);
 
 describe('JetStreamUsageSink', { skip: skipUnlessEngines(['nats']) }, () => {
   const nats = withTestNats();
