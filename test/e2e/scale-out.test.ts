@@ -119,13 +119,20 @@ describe('scale-out on shared Redis and PostgreSQL', { skip: skipUnlessEngines([
     await dataDir?.remove();
   });
 
-  it('keeps the combined successes of two predictors within the plan over 10 s (burst + rate x time, +-2%)', async () => {
+  it('keeps the combined successes of two predictors within the plan over 10 s (never above burst + rate x time on the limiter\'s clock)', async () => {
     const token = await tokenFrom(authA, 'demo-caller', DEV_ENV['DEMO_CALLER_SECRET']!);
     const replicas = [predictorA.url, predictorB.url];
     const statuses = new Map<number, number>();
     let sent = 0;
     let firstAt = 0;
     let lastAt = 0;
+    // The limiter decides on Redis's clock (TIME in its script): read it around the load, so the
+    // upper bound is exact whatever the load on this machine delays.
+    const redisMs = async () => {
+      const [seconds, micros] = (await redis.time()) as [string | number, string | number];
+      return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    };
+    const limiterStart = await redisMs();
     const endAt = performance.now() + 10_000;
     const worker = async () => {
       while (performance.now() < endAt) {
@@ -139,12 +146,18 @@ describe('scale-out on shared Redis and PostgreSQL', { skip: skipUnlessEngines([
       }
     };
     await Promise.all(Array.from({ length: 8 }, worker));
+    const limiterEnd = await redisMs();
 
     const { burst, refillPerSecond } = PLANS.plans.standard;
-    const allowed = burst + (refillPerSecond * (lastAt - firstAt)) / 1000;
     const successes = statuses.get(200) ?? 0;
     assert.deepEqual([...statuses.keys()].sort(), [200, 429], `only 200 and 429, got ${JSON.stringify([...statuses])}`);
-    assert.ok(Math.abs(successes - allowed) <= allowed * 0.02, `${successes} successes from ${sent} requests; the plan allows ${allowed.toFixed(1)} (+-2%)`);
+    // Every decision fell between the two readings: the bucket cannot have admitted more.
+    const ceiling = burst + (refillPerSecond * (limiterEnd - limiterStart)) / 1000;
+    assert.ok(successes <= Math.floor(ceiling), `${successes} successes from ${sent} requests; the shared bucket allows at most ${ceiling.toFixed(1)} on Redis's clock`);
+    // And it did not starve the clients: a load that stalls this process at either end leaves
+    // refill unused there, so this side is a sanity bound, not an exact one.
+    const expected = burst + (refillPerSecond * (lastAt - firstAt)) / 1000;
+    assert.ok(successes >= expected * 0.9, `${successes} successes from ${sent} requests; at least ${(expected * 0.9).toFixed(1)} expected (0.9 of ${expected.toFixed(1)})`);
   });
 
   it('shares the daily quota: 30 a day across both predictors, then 429 naming the daily policy on either', async () => {
