@@ -8,17 +8,23 @@ import { rememberSecret } from '../../test/src/harness/processes.js';
 // request; a load that outruns its pool sends the rest without a proof, the predictor
 // refuses them (401), and the run says so instead of hiding it.
 
-/** Share more proofs than the previous load's throughput would use, for a faster round. */
-export const PROOF_HEADROOM = 1.5;
+/**
+ * Proofs beyond what the previous load's throughput would use: a round may go much faster
+ * than the one before (seen: 1.6 times, with another test run loading the machine).
+ */
+export const PROOF_HEADROOM = 3;
+
+/** At least this many proofs per second of load, whatever the previous one did (a proof takes about 0.1 ms to make). */
+export const MIN_PROOFS_PER_SECOND = 1_000;
 
 /**
  * How many proofs a load of `durationSeconds` at `connections` needs when it goes about as
- * fast as `expectedRps`: that with PROOF_HEADROOM, and two per connection beyond it (the
+ * fast as `expectedRps`: that with PROOF_HEADROOM (and MIN_PROOFS_PER_SECOND at least), and two per connection beyond it (the
  * requests autocannon builds but never sends when the time is up, and the one it builds up front).
  */
 export function proofsNeeded(expectedRps: number, durationSeconds: number, connections: number): number {
   if (!Number.isFinite(expectedRps) || expectedRps <= 0) throw new RangeError(`no throughput to size the DPoP proofs by (${expectedRps})`);
-  return Math.ceil(expectedRps * durationSeconds * PROOF_HEADROOM) + 2 * connections;
+  return Math.ceil(Math.max(expectedRps * PROOF_HEADROOM, MIN_PROOFS_PER_SECOND) * durationSeconds) + 2 * connections;
 }
 
 /** Proofs made for one load: each handed out once; `dry` counts the requests that found none left. */
