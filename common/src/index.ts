@@ -21,4 +21,5 @@ export {
   usageSubject,
   type UsageEvent,
 } from './usage-event.js';
-export { describeConnectError, migratePostgres, quotePostgresIdentifier, type MigrationClient, type MigrationPlan } from './pg-migrations.js';
+export { describeConnectError, migratePostgres, openMigratedPool, postgresPoolConfig, quotePostgresIdentifier, type MigratablePool, type MigrationClient, type MigrationPlan, type PostgresPoolOptions } from './pg-migrations.js';
+export { migrateSqlite, type SqliteMigrationDatabase } from './sqlite-migrations.js';

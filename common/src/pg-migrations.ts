@@ -2,6 +2,8 @@
  * Versioned PostgreSQL migrations, shared by every store that keeps tables in PostgreSQL. Only
  * a client's `query` is needed, so common stays free of the driver.
  */
+import { SQL_IDENTIFIER } from './env.js';
+import { redactUrl } from './logger.js';
 
 /** The part of a `pg` client the runner uses. */
 export interface MigrationClient {
@@ -50,6 +52,86 @@ export async function migratePostgres(client: MigrationClient, plan: MigrationPl
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
+/** What a store's pool is opened with; checked by `postgresPoolConfig`. */
+export interface PostgresPoolOptions {
+  connectionString: string;
+  /** A plain identifier (SQL_IDENTIFIER). */
+  schema: string;
+  /** Server-side statement_timeout and the connect timeout (ms). */
+  statementTimeoutMs: number;
+  max: number;
+  /** Shown in pg_stat_activity. */
+  applicationName: string;
+}
+
+/**
+ * The client-side timer must outlast the server's statement_timeout, so a slow statement is
+ * cancelled by the server (the connection survives) and the timer only catches a dead network.
+ */
+const QUERY_TIMEOUT_MARGIN_MS = 500;
+
+/** The `pg.Pool` configuration of a store, after checking what is spliced into SQL or sized. */
+export function postgresPoolConfig(options: PostgresPoolOptions) {
+  const { connectionString, schema, statementTimeoutMs, max, applicationName } = options;
+  // The name is spliced into SQL (identifiers cannot be bound), so only plain names pass.
+  if (!SQL_IDENTIFIER.test(schema)) throw new RangeError(`schema must match ${SQL_IDENTIFIER.source}, got ${JSON.stringify(schema)}`);
+  if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`pool.max must be a positive integer, got ${max}`);
+  if (!Number.isSafeInteger(statementTimeoutMs) || statementTimeoutMs < 1) {
+    throw new RangeError(`statementTimeoutMs must be a positive integer, got ${statementTimeoutMs}`);
+  }
+  return {
+    connectionString,
+    max,
+    connectionTimeoutMillis: statementTimeoutMs,
+    statement_timeout: statementTimeoutMs,
+    query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
+    application_name: applicationName,
+  };
+}
+
+/** The part of a `pg` pool `openMigratedPool` uses. */
+export interface MigratablePool {
+  on(event: 'error', listener: () => void): unknown;
+  connect(): Promise<MigrationClient & { on(event: 'error', listener: () => void): unknown; release(destroy?: boolean): void }>;
+  end(): Promise<void>;
+}
+
+/**
+ * Opens a store's pool: one connection first (a database that cannot be reached is
+ * `unreachable(reason)`, with the URL's password hidden), the migrations on it, then the pool.
+ * A failure ends the pool.
+ */
+export async function openMigratedPool<P extends MigratablePool>(
+  pool: P,
+  options: { connectionString: string; plan: MigrationPlan; unreachable: (message: string, cause: unknown) => Error },
+): Promise<P> {
+  // An idle connection that breaks (database restart, network) is dropped by the pool and the
+  // next query opens another; without a listener the 'error' event would crash the process.
+  pool.on('error', () => {});
+  try {
+    let client: Awaited<ReturnType<P['connect']>>;
+    try {
+      client = (await pool.connect()) as Awaited<ReturnType<P['connect']>>;
+      // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
+      client.on('error', () => {});
+    } catch (error) {
+      throw options.unreachable(`${redactUrl(options.connectionString)}: ${describeConnectError(error)}`, error);
+    }
+    try {
+      await migratePostgres(client, options.plan);
+      client.release();
+    } catch (error) {
+      // A failed migration leaves the connection in an unknown state: the pool discards it.
+      client.release(true);
+      throw error;
+    }
+    return pool;
+  } catch (error) {
+    await pool.end().catch(() => {});
     throw error;
   }
 }

@@ -95,13 +95,22 @@ describe('idempotency when PostgreSQL is cut while the model runs', { skip: skip
     return { predictor, proxy };
   }
 
+  /**
+   * Until the predictor holds the claim and is executing: the claim's row alone is not enough (its
+   * commit may still be on the way back when the proxy is cut, and then the claim fails instead),
+   * so it waits for the lease's first renewal, which the predictor sends only once it has the claim.
+   */
   const claimed = async (key: string) => {
     const deadline = Date.now() + 10_000;
+    let claimedUntil: string | undefined;
     while (Date.now() < deadline) {
-      if ((await admin.query(`SELECT 1 FROM "${schema}".idempotency_keys WHERE key = $1 AND status IS NULL`, [key])).rowCount) return;
+      const { rows } = await admin.query<{ locked_until: string }>(`SELECT locked_until::text FROM "${schema}".idempotency_keys WHERE key = $1 AND status IS NULL`, [key]);
+      const lockedUntil = rows[0]?.locked_until;
+      if (lockedUntil !== undefined && claimedUntil !== undefined && lockedUntil !== claimedUntil) return;
+      claimedUntil ??= lockedUntil;
       await sleep(20);
     }
-    throw new Error(`${key} was never claimed in PostgreSQL`);
+    throw new Error(`${key} was never claimed and renewed in PostgreSQL`);
   };
 
   /** Ids of the usage events PostgreSQL's outbox holds for a key, and that the in-process ledger counted once its relay ran. */

@@ -1,4 +1,4 @@
-import { describeConnectError, migratePostgres, quotePostgresIdentifier, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
+import { openMigratedPool, postgresPoolConfig, quotePostgresIdentifier, type UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import {
   checkUsageFilter,
@@ -38,11 +38,6 @@ export class UsageDatabaseUnreachable extends Error {
 
 const DEFAULT_POOL_MAX = 10;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
-/**
- * The client-side timer must outlast the server's statement_timeout, so a slow statement is
- * cancelled by the server (the connection survives) and the timer only catches a dead network.
- */
-const QUERY_TIMEOUT_MARGIN_MS = 500;
 /** Not the idempotency store's (7_318_450_261): the two may migrate the same database at once, independently. */
 const MIGRATION_LOCK_ID = 7_318_450_262;
 const TOTALS_CONSTRAINT = 'usage_daily_totals_exact';
@@ -99,50 +94,13 @@ export class PostgresUsageLedger implements UsageLedger {
   /** Connects and brings the schema up to date; every consumer runs this at start. */
   static async open(options: PostgresUsageLedgerOptions): Promise<PostgresUsageLedger> {
     const { connectionString, schema = 'public', statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS, now = Date.now } = options;
-    const max = options.pool?.max ?? DEFAULT_POOL_MAX;
-    // The name is spliced into SQL (identifiers cannot be bound), so only plain names pass.
-    if (!SQL_IDENTIFIER.test(schema)) throw new RangeError(`schema must match ${SQL_IDENTIFIER.source}, got ${JSON.stringify(schema)}`);
-    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`pool.max must be a positive integer, got ${max}`);
-    if (!Number.isSafeInteger(statementTimeoutMs) || statementTimeoutMs < 1) {
-      throw new RangeError(`statementTimeoutMs must be a positive integer, got ${statementTimeoutMs}`);
-    }
-
-    const pool = new pg.Pool({
+    const config = postgresPoolConfig({ connectionString, schema, statementTimeoutMs, max: options.pool?.max ?? DEFAULT_POOL_MAX, applicationName: 'usage-ledger' });
+    const pool = await openMigratedPool(new pg.Pool(config), {
       connectionString,
-      max,
-      connectionTimeoutMillis: statementTimeoutMs,
-      statement_timeout: statementTimeoutMs,
-      query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
-      application_name: 'usage-ledger',
+      plan: { schema, versionTable: 'usage_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedUsageSchema(found, supported) },
+      unreachable: (reason, cause) => new UsageDatabaseUnreachable(`Cannot connect to the usage database at ${reason}`, { cause }),
     });
-    // An idle connection that breaks is dropped by the pool and the next query opens another;
-    // without a listener the 'error' event would crash the process.
-    pool.on('error', () => {});
-
-    try {
-      let client: pg.PoolClient;
-      try {
-        client = await pool.connect();
-        // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
-        client.on('error', () => {});
-      } catch (error) {
-        throw new UsageDatabaseUnreachable(`Cannot connect to the usage database at ${redactUrl(connectionString)}: ${describeConnectError(error)}`, {
-          cause: error,
-        });
-      }
-      try {
-        await migratePostgres(client, { schema, versionTable: 'usage_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedUsageSchema(found, supported) });
-        client.release();
-      } catch (error) {
-        // A failed migration leaves the connection in an unknown state: the pool discards it.
-        client.release(true);
-        throw error;
-      }
-      return new PostgresUsageLedger(pool, schema, now);
-    } catch (error) {
-      await pool.end().catch(() => {});
-      throw error;
-    }
+    return new PostgresUsageLedger(pool, schema, now);
   }
 
   async record(event: UsageEvent): Promise<RecordOutcome> {

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { UsageEvent } from '@m2m/common';
+import { migrateSqlite, type UsageEvent } from '@m2m/common';
 import Database from 'better-sqlite3';
 import {
   checkUsageFilter,
@@ -154,7 +154,7 @@ export class SqliteUsageLedger implements UsageLedger {
       // A commit is in the OS before `run()` returns, so it survives a crash of the process;
       // only a power loss can lose the latest commits, which JetStream then re-delivers if unacked.
       db.pragma('synchronous = NORMAL');
-      migrate(db);
+      migrateSqlite(db, MIGRATIONS, (found, supported) => new UnsupportedUsageSchema(found, supported));
       return new SqliteUsageLedger(db, now);
     } catch (error) {
       db.close();
@@ -210,13 +210,3 @@ export class SqliteUsageLedger implements UsageLedger {
   }
 }
 
-function migrate(db: Database.Database): void {
-  // Immediate: two processes opening a new file at once run the migrations one after the other.
-  db.transaction(() => {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) throw new UnsupportedUsageSchema(version, MIGRATIONS.length);
-    for (const migration of MIGRATIONS.slice(version)) db.exec(migration);
-    // PRAGMA takes no bound parameters; the value is our own constant.
-    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
-  }).immediate();
-}

@@ -1,4 +1,4 @@
-import { describeConnectError, encodeUsageEvent, migratePostgres, quotePostgresIdentifier, redactUrl, SQL_IDENTIFIER, type UsageEvent } from '@m2m/common';
+import { encodeUsageEvent, openMigratedPool, postgresPoolConfig, quotePostgresIdentifier, type UsageEvent } from '@m2m/common';
 import pg from 'pg';
 import { StoreRequestError } from '../stores/outage.js';
 import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
@@ -52,11 +52,6 @@ export class IdempotencyDatabaseUnreachable extends Error {
 
 const DEFAULT_POOL_MAX = 10;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
-/**
- * The client-side timer must outlast the server's statement_timeout, so a slow statement is
- * cancelled by the server (the connection survives) and the timer only catches a dead network.
- */
-const QUERY_TIMEOUT_MARGIN_MS = 500;
 /** Any constant will do, as long as nothing else in the database uses it as an advisory lock. */
 const MIGRATION_LOCK_ID = 7_318_450_261;
 /** Each round of a claim that fails does so because another request changed the record; a handful is plenty. */
@@ -147,51 +142,13 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   static async open(options: PostgresIdempotencyStoreOptions): Promise<PostgresIdempotencyStore> {
     const resolved = resolveStoreOptions(options);
     const { connectionString, schema = 'public', statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS } = options;
-    const max = options.pool?.max ?? DEFAULT_POOL_MAX;
-    // The name is spliced into SQL (identifiers cannot be bound), so only plain names pass.
-    if (!SQL_IDENTIFIER.test(schema)) throw new RangeError(`schema must match ${SQL_IDENTIFIER.source}, got ${JSON.stringify(schema)}`);
-    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`pool.max must be a positive integer, got ${max}`);
-    if (!Number.isSafeInteger(statementTimeoutMs) || statementTimeoutMs < 1) {
-      throw new RangeError(`statementTimeoutMs must be a positive integer, got ${statementTimeoutMs}`);
-    }
-
-    const pool = new pg.Pool({
+    const config = postgresPoolConfig({ connectionString, schema, statementTimeoutMs, max: options.pool?.max ?? DEFAULT_POOL_MAX, applicationName: 'predictor-idempotency' });
+    const pool = await openMigratedPool(new pg.Pool(config), {
       connectionString,
-      max,
-      connectionTimeoutMillis: statementTimeoutMs,
-      statement_timeout: statementTimeoutMs,
-      query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
-      application_name: 'predictor-idempotency',
+      plan: { schema, versionTable: 'idempotency_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedIdempotencySchema(found, supported) },
+      unreachable: (reason, cause) => new IdempotencyDatabaseUnreachable(`Cannot connect to the idempotency database at ${reason}`, { cause }),
     });
-    // An idle connection that breaks (database restart, network) is dropped by the pool and the
-    // next query opens another; without a listener the 'error' event would crash the process.
-    pool.on('error', () => {});
-
-    try {
-      let client: pg.PoolClient;
-      try {
-        client = await pool.connect();
-        // The migration's query in flight rejects if the connection drops; without a listener the client's 'error' event would end the process.
-        client.on('error', () => {});
-      } catch (error) {
-        throw new IdempotencyDatabaseUnreachable(
-          `Cannot connect to the idempotency database at ${redactUrl(connectionString)}: ${describeConnectError(error)}`,
-          { cause: error },
-        );
-      }
-      try {
-        await migratePostgres(client, { schema, versionTable: 'idempotency_schema_migrations', lockId: MIGRATION_LOCK_ID, migrations: MIGRATIONS, tooNew: (found, supported) => new UnsupportedIdempotencySchema(found, supported) });
-        client.release();
-      } catch (error) {
-        // A failed migration leaves the connection in an unknown state: the pool discards it.
-        client.release(true);
-        throw error;
-      }
-      return new PostgresIdempotencyStore(pool, schema, resolved, options.clock ?? 'local');
-    } catch (error) {
-      await pool.end().catch(() => {});
-      throw error;
-    }
+    return new PostgresIdempotencyStore(pool, schema, resolved, options.clock ?? 'local');
   }
 
   get leaseMs(): number {

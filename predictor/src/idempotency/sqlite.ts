@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { encodeUsageEvent, type UsageEvent } from '@m2m/common';
+import { encodeUsageEvent, migrateSqlite, type UsageEvent } from '@m2m/common';
 import Database from 'better-sqlite3';
 import type { OutboxBacklog, RelayRound } from '../usage/outbox.js';
 import {
@@ -225,7 +225,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
       // is still in the OS before `run()` returns, so it survives a crash of the process
       // (the requirement); only a power loss or kernel crash can lose the latest commits.
       db.pragma('synchronous = NORMAL');
-      migrate(db);
+      migrateSqlite(db, MIGRATIONS, (found, supported) => new UnsupportedIdempotencySchema(found, supported));
       return new SqliteIdempotencyStore(db, resolved);
     } catch (error) {
       db.close();
@@ -348,16 +348,6 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 }
 
-function migrate(db: Database.Database): void {
-  // Immediate: two processes opening a new file at once run the migrations one after the other.
-  db.transaction(() => {
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) throw new UnsupportedIdempotencySchema(version, MIGRATIONS.length);
-    for (const migration of MIGRATIONS.slice(version)) db.exec(migration);
-    // PRAGMA takes no bound parameters; the value is our own constant.
-    if (version < MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`);
-  }).immediate();
-}
 
 const outcome = (changes: number): LeaseOutcome => (changes === 1 ? 'ok' : 'lost');
 
