@@ -9,12 +9,16 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
  *   connection dies. New connections are reset on their first bytes too.
  * - `blackhole`: accepts and swallows bytes both ways, answers nothing, closes nothing (a
  *   network that drops packets, or an engine that hangs).
+ * - `hold`: forwards the client's bytes but keeps the engine's answers until the mode is `up`
+ *   again, then delivers them in order (bytes the engine already sent, still on their way).
  */
-export type FaultMode = 'up' | 'refuse' | 'reset' | 'blackhole';
+export type FaultMode = 'up' | 'refuse' | 'reset' | 'blackhole' | 'hold';
 
 interface Pair {
   client: Socket;
   upstream: Socket | undefined;
+  /** The engine's bytes kept while in `hold`. */
+  held: Buffer[];
 }
 
 /**
@@ -62,10 +66,11 @@ export class TcpFaultProxy {
     return this.#mode;
   }
 
-  /** Switches the fault; `refuse` also drops every open connection now. */
+  /** Switches the fault; `refuse` also drops every open connection now, `up` delivers what `hold` kept. */
   set(mode: FaultMode): void {
     this.#mode = mode;
     if (mode === 'refuse') for (const pair of this.#pairs) this.#destroy(pair);
+    if (mode === 'up') for (const pair of this.#pairs) for (const chunk of pair.held.splice(0)) pair.client.write(chunk);
   }
 
   async close(): Promise<void> {
@@ -77,7 +82,7 @@ export class TcpFaultProxy {
     this.connections += 1;
     client.on('error', () => {});
     if (this.#mode === 'refuse') return void client.destroy();
-    const pair: Pair = { client, upstream: undefined };
+    const pair: Pair = { client, upstream: undefined, held: [] };
     this.#pairs.add(pair);
     client.on('close', () => this.#destroy(pair));
     // A connection accepted in blackhole never reaches the engine, as if the SYN-ACK came from nowhere useful.
@@ -85,6 +90,7 @@ export class TcpFaultProxy {
     client.on('data', (chunk: Buffer) => {
       switch (this.#mode) {
         case 'up':
+        case 'hold':
           if (!pair.upstream) this.#connectUpstream(pair);
           pair.upstream!.write(chunk);
           return;
@@ -108,6 +114,7 @@ export class TcpFaultProxy {
     upstream.on('close', () => this.#destroy(pair));
     upstream.on('data', (chunk: Buffer) => {
       if (this.#mode === 'up') pair.client.write(chunk);
+      else if (this.#mode === 'hold') pair.held.push(chunk);
     });
   }
 

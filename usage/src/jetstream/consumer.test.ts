@@ -176,6 +176,32 @@ describe('runUsageConsumer', { skip: skipUnlessEngines(['nats']) }, () => {
     assert.deepEqual(await second.stop(), { recorded: 4, duplicates: 0, malformed: 0, failures: 0 });
   });
 
+  it('on abort, also hands back what the server sent just before it (still on the wire), not after ack_wait', async () => {
+    const { names, publisher } = await setUp('abort-in-flight');
+    const { proxy, url } = await TcpFaultProxy.forUrl(TEST_NATS_URL, 4222);
+    try {
+      const handle = await nats.connect({ url });
+      const ledger = new FakeLedger();
+      const first = await start(names, ledger, { handle });
+      const before = testUsageEvent();
+      await publisher.publish(before);
+      await ledger.until((l) => l.inbox.has(before.id));
+      // The server delivers the next four into the open pull request; the proxy keeps them on the way.
+      proxy.set('hold');
+      await publisher.publishBatch([1, 2, 3, 4].map(() => testUsageEvent()));
+      await waitFor(async () => (await consumerState(names)).ackPending === 4, 5000, 'four messages sent to the consumer');
+      const stopped = first.stop();
+      proxy.set('up');
+      assert.deepEqual(await stopped, { recorded: 1, duplicates: 0, malformed: 0, failures: 0 });
+      // Well inside the 30 s ack_wait: handed back, not dropped by a closed subscription.
+      const second = await start(names, ledger);
+      await ledger.until((l) => l.inbox.size === 5, 5000);
+      assert.deepEqual(await second.stop(), { recorded: 4, duplicates: 0, malformed: 0, failures: 0 });
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('sets its durable consumer up again when it is deleted under it', async () => {
     const { names, publisher } = await setUp('deleted');
     const ledger = new FakeLedger();

@@ -148,11 +148,32 @@ export async function runUsageConsumer(options: UsageConsumerOptions): Promise<U
  */
 const HAND_BACK_DELAY_MS = 1000;
 
+/**
+ * After an abort the pull subscription stays open until nothing arrived for HAND_BACK_QUIET_MS
+ * (at most HAND_BACK_MAX_MS), and what arrives is nak'ed: a message the server sent just before
+ * the close would otherwise be dropped by the client and wait out ack_wait (30 s). Both are
+ * below HAND_BACK_DELAY_MS, so a message handed back is not redelivered to this subscription.
+ */
+const HAND_BACK_QUIET_MS = 100;
+const HAND_BACK_MAX_MS = 500;
+
 async function drain(messages: ConsumerMessages, options: UsageConsumerOptions, stats: UsageConsumerStats): Promise<void> {
   const { signal } = options;
-  const stop = () => void messages.close();
-  signal.addEventListener('abort', stop, { once: true });
-  if (signal.aborted) stop();
+  let quiet: NodeJS.Timeout | undefined;
+  let deadline: NodeJS.Timeout | undefined;
+  const close = () => {
+    clearTimeout(quiet);
+    clearTimeout(deadline);
+    void messages.close();
+  };
+  /** Called on abort and on each message that arrives after it. */
+  const closeWhenQuiet = () => {
+    clearTimeout(quiet);
+    quiet = setTimeout(close, HAND_BACK_QUIET_MS);
+    deadline ??= setTimeout(close, HAND_BACK_MAX_MS);
+  };
+  signal.addEventListener('abort', closeWhenQuiet, { once: true });
+  if (signal.aborted) closeWhenQuiet();
   const most = options.batch ?? DEFAULT_CONSUMER_BATCH;
   const pulled = messages[Symbol.asyncIterator]();
   // One next() always outstanding, so the client sends its queued pull requests while a batch
@@ -180,8 +201,10 @@ async function drain(messages: ConsumerMessages, options: UsageConsumerOptions, 
         next = advance();
       }
       // Pulled but not started: handed back, so the next run need not wait out ack_wait.
-      if (signal.aborted) batch.forEach((msg) => settle(msg, () => msg.nak(HAND_BACK_DELAY_MS), options.logger));
-      else if (options.ledger.recordBatch && batch.length > 1) await handleBatch(batch, options, stats);
+      if (signal.aborted) {
+        batch.forEach((msg) => settle(msg, () => msg.nak(HAND_BACK_DELAY_MS), options.logger));
+        closeWhenQuiet();
+      } else if (options.ledger.recordBatch && batch.length > 1) await handleBatch(batch, options, stats);
       else {
         for (const msg of batch) {
           if (signal.aborted) settle(msg, () => msg.nak(HAND_BACK_DELAY_MS), options.logger);
@@ -191,10 +214,12 @@ async function drain(messages: ConsumerMessages, options: UsageConsumerOptions, 
     }
   } catch (error) {
     // The outstanding next() ends with the iterator; a message it took comes again after ack_wait.
-    void messages.close();
+    close();
     throw error;
   } finally {
-    signal.removeEventListener('abort', stop);
+    clearTimeout(quiet);
+    clearTimeout(deadline);
+    signal.removeEventListener('abort', closeWhenQuiet);
   }
 }
 
