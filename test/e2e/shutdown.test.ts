@@ -8,13 +8,19 @@ import { SHUTDOWN_CLOSE_MARGIN_MS } from '@m2m/common';
 import { requirePostgres, requireRedis, TEST_DATABASE_URL, TEST_REDIS_URL, uniqueSchemaName } from '../../predictor/src/testing/engines.js';
 import { TcpFaultProxy } from '../../predictor/src/testing/tcp-fault-proxy.js';
 import { freePort, isAlive, startTypeScript, stopAll, temporaryDirectory, type LogRecord, type ManagedProcess } from '../src/harness/processes.js';
-import { DEV_ENV, requestToken, startAuthServer, startPredictor } from '../src/harness/system.js';
+import { DEV_ENV, requestToken, startAuthServer, startPredictor, startUsageLedger } from '../src/harness/system.js';
 import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
+import { usageEventFixture } from '../../common/src/testing/usage-event-fixture.js';
+import { connectNats, type NatsHandle } from '../../usage/src/jetstream/connection.js';
+import { JetStreamUsagePublisher } from '../../usage/src/jetstream/publisher.js';
+import { openUsageStreamProbe, requireNats, silentLogger, TEST_NATS_URL, uniqueUsageStreamNames, type UsageStreamProbe } from '../../usage/src/testing/nats.js';
 
 /**
  * Shutdown always ends (issue: a predictor stayed alive 50 minutes after SIGTERM under
  * load). Each server gets SIGTERM with requests in flight and its PostgreSQL (and Redis)
- * silent behind a blackholed proxy; `npm start` stops both children and itself. No
+ * silent behind a blackholed proxy, the usage-ledger with events flowing and a commit hung
+ * on its silent PostgreSQL; `npm start` stops both children and itself, whichever child
+ * dies, and SIGKILLs one that does not end by its deadline. No
  * assertion on elapsed time: each wait is on the process's exit, bounded generously so a
  * hang fails the test with the process's output instead of hanging the run.
  */
@@ -23,6 +29,8 @@ const GRACE_MS = 1_000;
 /** Far past the deadline the processes give themselves (grace + close margin). */
 const EXIT_BOUND_MS = GRACE_MS + SHUTDOWN_CLOSE_MARGIN_MS + 15_000;
 const ROW = [6.1, 2.8, 4.7, 1.2];
+/** test/src/start.ts's KILL_MARGIN_MS: `npm start` SIGKILLs a child still running grace + close margin + this after its SIGTERM (docs/http-api.md: "grace + 4 s"). */
+const NPM_START_KILL_MARGIN_MS = 2_000;
 
 /** Resolves with the exit of `managed`, or fails naming what it printed if it is still running after `EXIT_BOUND_MS`. */
 async function exitOf(managed: ManagedProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
@@ -224,6 +232,34 @@ describe('shutdown ends within the grace period, whatever still hangs', { skip: 
       assertShutdownEnded(managed, { code: 0, signal: null }, 'predictor');
     });
 
+    it('the auth-server killed outright: npm start stops the predictor and exits 1', async () => {
+      const { managed, authPid, predictorPid } = await npmStart('auth-crashed');
+      process.kill(authPid, 'SIGKILL');
+      const exit = await exitOf(managed);
+      assert.deepEqual(exit, { code: 1, signal: null }, managed.output());
+      assert.equal(isAlive(predictorPid), false, 'the predictor is gone');
+      assertShutdownEnded(managed, { code: 0, signal: null }, 'predictor');
+      assert.ok(managed.stderrLines.some((line) => /auth-server exited \(code null, signal SIGKILL\); stopping the rest/.test(line)), managed.output());
+    });
+
+    // SIGSTOP: a child that cannot act on its SIGTERM (as if wedged), which no shutdown
+    // deadline of its own can end; only npm start's SIGKILL, past that deadline, does.
+    it('a child that does not end after SIGTERM: npm start SIGKILLs it past grace + close margin + its kill margin, and exits 1', async () => {
+      const { managed, authPid, predictorPid } = await npmStart('wedged');
+      process.kill(predictorPid, 'SIGSTOP');
+      managed.child.kill('SIGTERM');
+      const exit = await exitOf(managed);
+      assert.deepEqual(exit, { code: 1, signal: null }, managed.output());
+      assert.equal(isAlive(authPid), false, 'the auth-server is gone');
+      assert.equal(isAlive(predictorPid), false, 'the predictor is gone');
+      assertShutdownEnded(managed, { code: 0, signal: null }, 'auth-server');
+      const killAfterMs = GRACE_MS + SHUTDOWN_CLOSE_MARGIN_MS + NPM_START_KILL_MARGIN_MS;
+      assert.ok(managed.stderrLines.includes(`start: predictor still running ${killAfterMs} ms after SIGTERM; SIGKILL`), managed.output());
+      assert.ok(managed.stderrLines.some((line) => /^start: predictor exited \(code null, signal SIGKILL\)$/.test(line)), managed.output());
+      assert.ok(!managed.stderrLines.some((line) => /auth-server .*SIGKILL/.test(line)), 'the auth-server stopped on its own');
+      assert.ok(!managed.records.some((record) => record['service'] === 'predictor' && record.msg === 'shutting down'), 'the predictor never ran its shutdown');
+    });
+
     it('a child killed outright: npm start stops the other one and exits 1', async () => {
       const { managed, authPid, predictorPid } = await npmStart('crashed');
       process.kill(predictorPid, 'SIGKILL');
@@ -233,5 +269,109 @@ describe('shutdown ends within the grace period, whatever still hangs', { skip: 
       assertShutdownEnded(managed, { code: 0, signal: null }, 'auth-server');
       assert.ok(managed.stderrLines.some((line) => /predictor exited \(code null, signal SIGKILL\); stopping the rest/.test(line)), managed.output());
     });
+  });
+});
+
+describe('the usage-ledger ends within the grace period, whatever still hangs', { skip: skipUnlessEngines(['postgres', 'nats']) }, () => {
+  const schema = uniqueSchemaName('shutdown_usage');
+  const names = uniqueUsageStreamNames('shutdown');
+  const durable = `shutdown-${process.pid}`;
+  let dataDir: Awaited<ReturnType<typeof temporaryDirectory>> | undefined;
+  let database: pg.Pool | undefined;
+  let postgres: { proxy: TcpFaultProxy; url: string } | undefined;
+  let nats: NatsHandle | undefined;
+  let probe: UsageStreamProbe | undefined;
+
+  before(async () => {
+    await requirePostgres();
+    await requireNats();
+    dataDir = await temporaryDirectory('shutdown-usage');
+    database = new pg.Pool({ connectionString: TEST_DATABASE_URL, max: 2 });
+    postgres = await TcpFaultProxy.forUrl(TEST_DATABASE_URL, 5432);
+    nats = await connectNats({ url: TEST_NATS_URL, name: 'shutdown-test', logger: silentLogger });
+  });
+
+  after(async () => {
+    await stopAll();
+    await postgres?.proxy.close();
+    // The stream the ledger created, whether or not the test got as far as its probe.
+    const streams = probe ?? (nats ? await openUsageStreamProbe(names.stream) : undefined);
+    await streams?.deleteStream();
+    await streams?.close();
+    await nats?.close();
+    if (database) {
+      await database.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await database.end();
+    }
+    await dataDir?.remove();
+  });
+
+  it('the usage-ledger exits after SIGTERM with events flowing and a commit hung on its silent PostgreSQL', async (t) => {
+    const ledger = await startUsageLedger({
+      dataDir: dataDir!.path,
+      env: {
+        NATS_URL: TEST_NATS_URL,
+        USAGE_STREAM: names.stream,
+        USAGE_SUBJECT_PREFIX: names.subjectPrefix,
+        USAGE_CONSUMER: durable,
+        DATABASE_URL: postgres!.url,
+        DATABASE_SCHEMA: schema,
+        SHUTDOWN_GRACE_MS: String(GRACE_MS),
+      },
+    });
+    probe = await openUsageStreamProbe(names.stream);
+    const publisher = new JetStreamUsagePublisher(nats!, names);
+    let sequence = 0;
+    const publish = async (count: number) => {
+      const events = Array.from({ length: count }, () => usageEventFixture(`shutdown-${process.pid}-${(sequence += 1)}`));
+      const { failed } = await publisher.publishBatch(events);
+      assert.deepEqual(failed, []);
+    };
+    const recorded = async () => {
+      const { rows } = await database!.query<{ recorded: string }>(`SELECT count(*) AS recorded FROM "${schema}".usage_inbox`);
+      return Number(rows[0]!.recorded);
+    };
+
+    // Events flow: the first ones are recorded and acked, so the ledger is idle on a working database.
+    await publish(200);
+    await waitFor('the first events recorded and acked', async () => {
+      const backlog = await probe!.consumerBacklog(durable);
+      return ((await recorded()) === 200 && backlog.pending === 0 && backlog.ackPending === 0) || undefined;
+    });
+
+    // The database goes silent and events keep coming: the ledger's next commit hangs, its messages unacked.
+    postgres!.proxy.set('blackhole');
+    let loading = true;
+    const load = (async () => {
+      while (loading) await publish(20);
+    })();
+    let hung: { pending: number; ackPending: number };
+    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    let report: Promise<number | string>;
+    try {
+      hung = await waitFor('events delivered to the ledger and not acked', async () => {
+        const backlog = await probe!.consumerBacklog(durable);
+        return backlog.ackPending > 0 ? backlog : undefined;
+      });
+      // A report request waits on the same silent database.
+      report = fetch(`${ledger.adminUrl}/v1/usage`, { headers: { authorization: `Bearer ${DEV_ENV['ADMIN_TOKEN']!}` } }).then(
+        (response) => response.status,
+        (error: Error) => error.message,
+      );
+      ledger.process.child.kill('SIGTERM');
+      exit = await exitOf(ledger.process);
+    } finally {
+      loading = false;
+      await load;
+    }
+    const last = assertShutdownEnded(ledger.process, exit);
+    t.diagnostic(`exit ${exit.code}: ${JSON.stringify({ msg: last.msg, pending: last['pending'], phase: last['phase'] })}; at SIGTERM: ${JSON.stringify(hung)}, published: ${sequence}`);
+    if (last['event'] === 'shutdown.forced') {
+      assert.ok((last['pending'] as string[]).length > 0, JSON.stringify(last));
+      // The documented deadline: SHUTDOWN_GRACE_MS plus the close margin.
+      assert.equal(last['afterMs'], GRACE_MS + SHUTDOWN_CLOSE_MARGIN_MS, JSON.stringify(last));
+    }
+    assert.equal(await recorded(), 200, 'nothing was committed through the silent database');
+    await report;
   });
 });
