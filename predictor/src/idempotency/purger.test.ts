@@ -31,12 +31,71 @@ describe('IdempotencyPurger', () => {
     assert.equal(await gauge(metrics, 'predictor_idempotency_purged_total'), 25);
   });
 
+  it('shows in the gauge the expired records a run leaves behind: those that expired while it ran', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryIdempotencyStore({ retentionMs: 60_000, now: clock.now });
+    for (let index = 0; index < 25; index += 1) await claimAndComplete(store, 'client-a', `old-${index}`, 'fp', RESPONSE);
+    clock.advance(30_000);
+    for (let index = 0; index < 7; index += 1) await claimAndComplete(store, 'client-a', `later-${index}`, 'fp', RESPONSE);
+    clock.advance(30_000);
+    // The run's last batch (short of the batch size) ends the loop; meanwhile time passes and the later records expire too.
+    const purgeExpired = store.purgeExpired.bind(store);
+    store.purgeExpired = async (batchSize) => {
+      const deleted = await purgeExpired(batchSize);
+      if (deleted < batchSize!) clock.advance(30_000);
+      return deleted;
+    };
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const purger = new IdempotencyPurger({ store, logger: quietLogger(), metrics, batchSize: 10 });
+
+    assert.deepEqual(await purger.runOnce(), { purged: 25, batches: 3, expiredLeft: 7, sentEventsPurged: 0 });
+    assert.equal(await gauge(metrics, 'predictor_idempotency_expired_records'), 7);
+    assert.match(await metrics.registry.metrics(), /^predictor_idempotency_expired_records 7$/m);
+
+    store.purgeExpired = purgeExpired;
+    assert.equal((await purger.runOnce()).expiredLeft, 0);
+    assert.equal(await gauge(metrics, 'predictor_idempotency_expired_records'), 0, 'the next run clears them and the gauge');
+  });
+
   it('joins a run under way instead of starting a second one', async () => {
     const store = new MemoryIdempotencyStore();
     const purger = new IdempotencyPurger({ store, logger: quietLogger(), metrics: createMetrics({ collectProcessMetrics: false }) });
     const [first, second] = [purger.runOnce(), purger.runOnce()];
     assert.equal(first, second);
     await first;
+  });
+});
+
+describe('IdempotencyPurger on PostgreSQL', { skip: skipUnlessEngines(['postgres']) }, () => {
+  const database = withTestDatabase();
+
+  it('shows in the gauge the expired rows a run had to skip (locked by another transaction), and clears it once they are purged', async () => {
+    const clock = new ManualClock();
+    const schema = database.schema('purge_left');
+    const admin = database.admin();
+    const store = await PostgresIdempotencyStore.open({ connectionString: TEST_DATABASE_URL, schema, retentionMs: 60_000, now: clock.now });
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const purger = new IdempotencyPurger({ store, logger: quietLogger(), metrics, batchSize: 10 });
+    try {
+      for (let index = 0; index < 25; index += 1) await claimAndComplete(store, 'client-a', `old-${index}`, 'fp', RESPONSE);
+      clock.advance(60_000);
+      // Another transaction (a replica taking a key over, a purge elsewhere) holds 5 expired rows: SKIP LOCKED leaves them.
+      await admin.query('BEGIN');
+      try {
+        const locked = await admin.query(`SELECT key FROM "${schema}".idempotency_keys WHERE key = ANY($1) FOR UPDATE`, [['old-0', 'old-1', 'old-2', 'old-3', 'old-4']]);
+        assert.equal(locked.rowCount, 5);
+        assert.deepEqual(await purger.runOnce(), { purged: 20, batches: 3, expiredLeft: 5, sentEventsPurged: 0 });
+        assert.equal(await gauge(metrics, 'predictor_idempotency_expired_records'), 5);
+        assert.match(await metrics.registry.metrics(), /^predictor_idempotency_expired_records 5$/m);
+      } finally {
+        await admin.query('ROLLBACK');
+      }
+      assert.deepEqual(await purger.runOnce(), { purged: 5, batches: 1, expiredLeft: 0, sentEventsPurged: 0 });
+      assert.equal(await gauge(metrics, 'predictor_idempotency_expired_records'), 0);
+      assert.equal(await gauge(metrics, 'predictor_idempotency_purged_total'), 25);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -11,6 +11,7 @@ import type { Principal } from '../auth/principal.js';
 import { createMetrics } from '../http/metrics.js';
 import { buildMetricsApp } from '../http/metrics-app.js';
 import { MemoryIdempotencyStore } from '../idempotency/memory.js';
+import { ManualClock } from '../idempotency/store-contract.js';
 import { MemoryRateLimiter } from '../limits/memory.js';
 import { loadIrisModel, type IrisModel } from '../model/index.js';
 import { close, listen } from '../server.js';
@@ -50,6 +51,13 @@ function setup(overrides: Parameters<typeof testDeps>[0] | object = {}) {
       body: JSON.stringify(options.body ?? { inputs: [ROW] }),
     });
   return { app, model, clock, deps, predict };
+}
+
+/** Every usage event in the outbox, relayed once. */
+async function drainEvents(store: MemoryIdempotencyStore): Promise<UsageEvent[]> {
+  const events: UsageEvent[] = [];
+  await store.relay(1_000, async (batch) => (events.push(...batch), new Set(batch.map((event) => event.id))));
+  return events;
 }
 
 describe('idempotency on POST /v1/predict', () => {
@@ -165,6 +173,57 @@ describe('idempotency on POST /v1/predict', () => {
     assert.equal((await predict('standard', { key: 'flaky' })).status, 500);
     fail = false;
     assert.equal((await predict('standard', { key: 'flaky' })).status, 200);
+  });
+
+  it('answers 503 with Retry-After, never the prediction, to a holder whose lease was taken over, and counts lease_lost in the metrics', async () => {
+    const storeClock = new ManualClock();
+    const leaseMs = 5_000;
+    const store = new MemoryIdempotencyStore({ leaseMs, now: storeClock.now });
+    // A real take-over through the store's own fencing: while the first request holds the key,
+    // its lease runs out unrenewed and a successor (another replica) claims the same request.
+    const claim = store.claim.bind(store);
+    const complete = store.complete.bind(store);
+    let seenFingerprint: string | undefined;
+    let successorToken: number | undefined;
+    store.claim = async (clientId, key, fingerprint) => ((seenFingerprint ??= fingerprint), claim(clientId, key, fingerprint));
+    store.complete = async (clientId, key, token, response, usage) => {
+      if (successorToken === undefined) {
+        storeClock.advance(leaseMs);
+        const taken = await claim(clientId, key, seenFingerprint!);
+        assert.equal(taken.outcome, 'claimed', 'the successor takes the abandoned key over');
+        successorToken = (taken as { token: number }).token;
+      }
+      return complete(clientId, key, token, response, usage);
+    };
+    const metrics = createMetrics({ collectProcessMetrics: false });
+    const ids: string[] = [];
+    const { predict, model } = setup({ idempotencyStore: store, metrics, newPredictionId: () => (ids.push(`pred_${ids.length}`), ids.at(-1)!) });
+
+    const lost = await predict('standard', { key: 'taken-over' });
+    assert.equal(lost.status, 503);
+    assert.equal(lost.headers.get('retry-after'), '1');
+    assert.equal(lost.headers.get('idempotent-replayed'), null);
+    const body = await lost.text();
+    assert.match(JSON.parse(body).type as string, /idempotency-lease-lost$/);
+    assert.ok(!body.includes(ids[0]!), 'the dropped result is not sent');
+    assert.equal(model.executions, 1);
+    assert.deepEqual(await drainEvents(store), [], 'the dropped result is not metered');
+
+    // Not stored either: the retry meets the successor's lease (409 within one lease), then its answer alone.
+    const waiting = await predict('standard', { key: 'taken-over' });
+    assert.equal(waiting.status, 409);
+    assert.ok(Number(waiting.headers.get('retry-after')) <= leaseMs / 1000);
+    const successorAnswer = { status: 200, headers: { 'content-type': 'application/json' }, body: '{"id":"pred_successor"}' };
+    assert.equal(await complete('demo-caller', 'taken-over', successorToken!, successorAnswer), 'ok');
+    const replayed = await predict('standard', { key: 'taken-over' });
+    assert.equal(replayed.status, 200);
+    assert.equal(replayed.headers.get('idempotent-replayed'), 'true');
+    assert.equal(await replayed.text(), successorAnswer.body);
+
+    const text = await (await buildMetricsApp({ metrics, logger: createLogger('predictor', 'silent') }).request('/metrics')).text();
+    assert.match(text, /^predictor_idempotency_outcomes_total\{outcome="lease_lost"\} 1$/m);
+    assert.doesNotMatch(text, /predictor_idempotency_outcomes_total\{outcome="executed"\}/, 'the dropped result is never counted as executed');
+    assert.match(text, /^predictor_http_requests_total\{route="\/v1\/predict",method="POST",status="503"\} 1$/m);
   });
 });
 
