@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { startTypeScript, temporaryDirectory } from '../src/harness/processes.js';
 import { browserOrSkip, withReportPage } from '../src/report/browser.js';
-import { formatResult, runScenario, SCENARIOS } from '../src/scenarios/index.js';
-import { skipUnlessEngines } from '../../common/src/testing/skip-unless-engines.js';
+import { itRunsScenarios, SCENARIO_HALVES } from '../src/scenarios/testing.js';
 
-describe('token-rotation scenarios (server-side evidence)', () => {
+describe('scenarios (server-side evidence): tokens, keys and clients', () => {
   let traces: Awaited<ReturnType<typeof temporaryDirectory>>;
   before(async () => {
     traces = await temporaryDirectory('traces');
@@ -32,24 +30,10 @@ describe('token-rotation scenarios (server-side evidence)', () => {
       'usage-exactly-once',
       'stolen-token',
     ]);
+    assert.deepEqual([...SCENARIO_HALVES.tokens, ...SCENARIO_HALVES.operations].sort(), names.sort(), 'each scenario is run by one of the two files');
   });
 
-  for (const scenario of SCENARIOS) {
-    it(`${scenario.name} passes and writes its sequence diagram and its report`, { skip: skipUnlessEngines(scenario.engines ?? []) }, async () => {
-      const tracePath = `${traces.path}/${scenario.name}.mmd`;
-      const result = await runScenario(scenario, { tracePath, reportDir: traces.path });
-      assert.ok(result.passed, formatResult(result));
-      const diagram = await readFile(tracePath, 'utf8');
-      assert.match(diagram, /^sequenceDiagram\n/);
-      assert.match(diagram, /Caller->>(Predictor|Proxy): /);
-      // Condensed: every declared participant takes part; token lines name their key.
-      for (const [, participant] of diagram.matchAll(/^ {2}participant (\w+)$/gm)) assert.match(diagram, new RegExp(`(>>|over )${participant}|${participant}-`), `${participant} declared but unused`);
-      assert.match(diagram, /AuthServer-->>Caller: (\d+× )?token kid (?!\?)\S+/);
-      const page = await readFile(result.reportPath!, 'utf8');
-      assert.match(page, /<svg [^>]*>/);
-      assert.doesNotMatch(page, /<script|<link |@import|url\(/, 'the report loads nothing');
-    });
-  }
+  itRunsScenarios(SCENARIO_HALVES.tokens, () => traces.path);
 
   it('their reports render in headless Chromium: marks where the run put them, no console error, nothing fetched', async (t) => {
     if (!(await browserOrSkip(t))) return;
