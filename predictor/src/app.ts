@@ -21,6 +21,7 @@ import type { IrisModel } from './model/index.js';
 import { openApiDocument } from './openapi/document.js';
 import { operationDocs } from './openapi/operations.js';
 import { REFERENCE_PAGE_PATH, referencePage } from './openapi/reference-page.js';
+import { newPredictionId } from './predict/prediction-id.js';
 import { predictHandler } from './predict/route.js';
 
 export interface Readiness {
@@ -138,7 +139,7 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
       now: deps.now ?? Date.now,
       simulatedInferenceMs: deps.simulatedInferenceMs ?? 0,
-      newPredictionId: deps.newPredictionId ?? (() => `pred_${randomUUID()}`),
+      newPredictionId: deps.newPredictionId ?? (() => newPredictionId()),
     }),
   );
 
