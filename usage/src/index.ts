@@ -12,7 +12,7 @@ export {
   type UsageLedger,
   type UsageTotal,
 } from './ledger.js';
-export { SqliteUsageLedger, UsageLedgerNotFound, type SqliteUsageLedgerOptions } from './ledger-sqlite.js';
+export { SqliteLedgerImport, SqliteUsageLedger, UsageLedgerNotFound, type SqliteUsageLedgerOptions } from './ledger-sqlite.js';
 export { PostgresUsageLedger, UsageDatabaseUnreachable, type PostgresUsageLedgerOptions } from './ledger-postgres.js';
 export { formatUsageTable, usageReport, type UsageReport } from './report.js';
 export { buildUsageAdminApp, type UsageAdminDeps } from './admin-app.js';

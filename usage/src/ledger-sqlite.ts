@@ -103,10 +103,7 @@ export class SqliteUsageLedger implements UsageLedger {
       `INSERT INTO usage_inbox (event_id, client_id, day, rows, recorded_at) VALUES (@eventId, @clientId, @day, @rows, @now)
        ON CONFLICT (event_id) DO NOTHING`,
     );
-    this.#addToDaily = db.prepare(
-      `INSERT INTO usage_daily (client_id, day, predictions, rows) VALUES (@clientId, @day, @predictions, @rows)
-       ON CONFLICT (client_id, day) DO UPDATE SET predictions = predictions + excluded.predictions, rows = rows + excluded.rows`,
-    );
+    this.#addToDaily = prepareAddToDaily(db);
     this.#report = db.prepare(
       `SELECT client_id AS clientId, day, predictions, rows FROM usage_daily
        WHERE (@clientId IS NULL OR client_id = @clientId) AND (@day IS NULL OR day = @day)
@@ -118,21 +115,12 @@ export class SqliteUsageLedger implements UsageLedger {
 
     const record = db.transaction((entries: readonly LedgerEntry[]): Set<string> => {
       const now = this.#now();
-      const inserted = new Set<string>();
-      // One update per client and day of the batch, not one per event: a batch is mostly a few clients' events.
-      const totals = new Map<string, DailyParams>();
+      const inserted: LedgerEntry[] = [];
       for (const entry of entries) {
-        if (this.#insertInbox.run({ ...entry, now }).changes !== 1) continue; // seen before: the inbox absorbs it
-        inserted.add(entry.eventId);
-        const group = `${entry.day} ${entry.clientId}`;
-        const total = totals.get(group);
-        if (total) {
-          total.predictions += 1;
-          total.rows += entry.rows;
-        } else totals.set(group, { clientId: entry.clientId, day: entry.day, predictions: 1, rows: entry.rows });
+        if (this.#insertInbox.run({ ...entry, now }).changes === 1) inserted.push(entry); // else seen before: the inbox absorbs it
       }
-      for (const total of totals.values()) this.#addToDaily.run(total);
-      return inserted;
+      addToDailyTotals(this.#addToDaily, inserted);
+      return new Set(inserted.map((entry) => entry.eventId));
     });
     // BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout for it; a
     // deferred transaction could fail with SQLITE_BUSY_SNAPSHOT on its first write instead.
@@ -173,10 +161,7 @@ export class SqliteUsageLedger implements UsageLedger {
     try {
       return batch.outcomes(this.#recordTransaction(batch.entries));
     } catch (error) {
-      if (error instanceof Database.SqliteError && error.code === 'SQLITE_CONSTRAINT_CHECK' && error.message.includes(TOTALS_CONSTRAINT)) {
-        throw new UsageTotalOverflow(`a daily total would exceed ${MAX_TOTAL}; nothing of this batch was recorded`, { cause: error });
-      }
-      throw error;
+      throw asOverflow(error);
     }
   }
 
@@ -210,3 +195,102 @@ export class SqliteUsageLedger implements UsageLedger {
   }
 }
 
+
+/** A daily total's CHECK failing is UsageTotalOverflow; any other error is returned as it is. */
+function asOverflow(error: unknown): unknown {
+  if (error instanceof Database.SqliteError && error.code === 'SQLITE_CONSTRAINT_CHECK' && error.message.includes(TOTALS_CONSTRAINT)) {
+    return new UsageTotalOverflow(`a daily total would exceed ${MAX_TOTAL}; nothing of this batch was recorded`, { cause: error });
+  }
+  return error;
+}
+
+function prepareAddToDaily(db: Database.Database): Database.Statement<DailyParams> {
+  return db.prepare(
+    `INSERT INTO usage_daily (client_id, day, predictions, rows) VALUES (@clientId, @day, @predictions, @rows)
+     ON CONFLICT (client_id, day) DO UPDATE SET predictions = predictions + excluded.predictions, rows = rows + excluded.rows`,
+  );
+}
+
+/** Adds events just inserted into the inbox to their daily totals: one update per client and day, not one per event (a batch is mostly a few clients' events). */
+function addToDailyTotals(addToDaily: Database.Statement<DailyParams>, inserted: Iterable<Pick<LedgerEntry, 'clientId' | 'day' | 'rows'>>): void {
+  const totals = new Map<string, DailyParams>();
+  for (const entry of inserted) {
+    const group = `${entry.day} ${entry.clientId}`;
+    const total = totals.get(group);
+    if (total) {
+      total.predictions += 1;
+      total.rows += entry.rows;
+    } else totals.set(group, { clientId: entry.clientId, day: entry.day, predictions: 1, rows: entry.rows });
+  }
+  for (const total of totals.values()) addToDaily.run(total);
+}
+
+/**
+ * The ledger's file opened once more, with another SQLite database attached as `source`, to
+ * record the events a query over that database yields without bringing each into
+ * JavaScript: the embedded predictor's relay moves its SQLite outbox this way
+ * (predictor/src/usage/sql-relay.ts), a few statements a round instead of a parse, a check
+ * and an insert per event. The caller runs the transactions on `db`: a BEGIN IMMEDIATE there
+ * would take the source's write lock too, and in WAL mode a transaction is not atomic across
+ * attached files, so the caller commits the ledger's records before it changes the source.
+ */
+export class SqliteLedgerImport {
+  readonly db: Database.Database;
+  readonly #now: () => number;
+  readonly #addToDaily: Database.Statement<DailyParams>;
+
+  private constructor(db: Database.Database, now: () => number) {
+    this.db = db;
+    this.#now = now;
+    this.#addToDaily = prepareAddToDaily(db);
+  }
+
+  /** Opens the ledger (it must exist; its schema is brought up to date as by SqliteUsageLedger.open) and attaches `sourcePath` as `source`. */
+  static open(ledgerPath: string, sourcePath: string, options: Pick<SqliteUsageLedgerOptions, 'busyTimeoutMs' | 'now'> = {}): SqliteLedgerImport {
+    const { busyTimeoutMs = 5_000, now = Date.now } = options;
+    const db = new Database(ledgerPath, { timeout: busyTimeoutMs, fileMustExist: true });
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      migrateSqlite(db, MIGRATIONS, (found, supported) => new UnsupportedUsageSchema(found, supported));
+      db.prepare('ATTACH DATABASE ? AS source').run(sourcePath);
+      db.pragma('source.synchronous = NORMAL');
+      return new SqliteLedgerImport(db, now);
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Prepares the record of what `select` yields: one row per event with the columns
+   * `position` (of two events with the same id, the lower records), `event_id`, `client_id`,
+   * `day` and `rows`, each already checked as `toLedgerEntry` checks an event. Run inside the
+   * caller's transaction, the returned function inserts into the inbox the events whose id it
+   * does not hold and adds exactly those to the daily totals; it returns how many it inserted.
+   * A total past 2^53 - 1 throws UsageTotalOverflow (the caller rolls back).
+   */
+  prepareRecord<P extends Record<string, unknown>>(select: string): (params: P) => number {
+    // WHERE true: an upsert's SELECT needs a WHERE, else its ON could be read as a join's.
+    const insert = this.db
+      .prepare<P & { now: number }, { clientId: string; day: string; rows: number }>(
+        `INSERT INTO main.usage_inbox (event_id, client_id, day, rows, recorded_at)
+         SELECT event_id, client_id, day, rows, @now FROM (${select}) WHERE true ORDER BY position
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING client_id AS clientId, day, rows`,
+      );
+    return (params) => {
+      try {
+        const inserted = insert.all({ ...params, now: this.#now() });
+        addToDailyTotals(this.#addToDaily, inserted);
+        return inserted.length;
+      } catch (error) {
+        throw asOverflow(error);
+      }
+    };
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -301,6 +301,26 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
     return round;
   }
 
+  /**
+   * How many pages this connection's commits may leave in the WAL before the committing one
+   * copies them into the database (SQLite's wal_autocheckpoint, 1 000 by default). Where
+   * another thread checkpoints (the embedded relay thread, after each round), the request
+   * thread's connection raises it to a backstop: a checkpoint in a commit blocks that
+   * request's thread while it copies pages and syncs the files.
+   */
+  setAutoCheckpoint(pages: number): void {
+    this.#assertOpen();
+    if (!Number.isSafeInteger(pages) || pages < 0) throw new RangeError(`pages must be a non-negative integer, got ${pages}`);
+    // PRAGMA takes no bound parameters; the value is a checked integer.
+    this.#db.pragma(`wal_autocheckpoint = ${pages}`);
+  }
+
+  /** Copies the WAL's committed pages into the database now, as far as readers allow (PASSIVE: never waits for another connection). */
+  checkpoint(): void {
+    this.#assertOpen();
+    this.#db.pragma('wal_checkpoint(PASSIVE)');
+  }
+
   async backlog(): Promise<OutboxBacklog> {
     this.#assertOpen();
     const { count, oldest } = this.#backlog.get()!;

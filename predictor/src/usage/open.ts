@@ -4,9 +4,17 @@ import type { Logger } from '@m2m/common';
 import { JetStreamUsageSink, PostgresUsageLedger, SqliteUsageLedger } from '@m2m/usage';
 import type { PredictorConfig } from '../config.js';
 import type { Metrics } from '../http/metrics.js';
+import { SqliteIdempotencyStore } from '../idempotency/sqlite.js';
 import type { UsageOutbox } from './outbox.js';
 import { UsageRelay, type UsageDelivery, type UsageRelayControl } from './relay.js';
 import { UsageRelayThread } from './relay-thread.js';
+
+/**
+ * While the relay thread runs, it checkpoints idempotency.db's WAL after each round (at most
+ * 200 ms apart), off the request thread; the request thread's own commits checkpoint only
+ * once the WAL holds this many pages (40 MB), e.g. while the thread is down and restarting.
+ */
+const RELAY_THREAD_CHECKPOINT_BACKSTOP_PAGES = 10_000;
 
 export interface UsagePipeline {
   relay: UsageRelayControl;
@@ -53,6 +61,8 @@ export async function openUsagePipeline(
       await ledger.close();
       throw error;
     });
+    // The thread checkpoints the outbox's WAL after each round; this thread's commits only past a backstop.
+    if (outbox instanceof SqliteIdempotencyStore) outbox.setAutoCheckpoint(RELAY_THREAD_CHECKPOINT_BACKSTOP_PAGES);
     return {
       relay,
       ledger,
