@@ -2,14 +2,16 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { createLogger, encodeUsageEvent, redactUrl, USAGE_EVENT_TYPE, type UsageEvent } from '@m2m/common';
-import { connectNats, ensureUsageStream, JetStreamUsageSink, PostgresUsageLedger, SqliteUsageLedger, type NatsHandle, type UsageLedger } from '@m2m/usage';
+import { connectNats, ensureUsageStream, JetStreamUsageSink, PostgresUsageLedger, SqliteLedgerImport, SqliteUsageLedger, type NatsHandle, type UsageLedger } from '@m2m/usage';
 import { jetstreamManager } from '@nats-io/jetstream';
 import pg from 'pg';
 import { createMetrics } from '../../predictor/src/http/metrics.js';
 import { PostgresIdempotencyStore } from '../../predictor/src/idempotency/postgres.js';
 import { SqliteIdempotencyStore } from '../../predictor/src/idempotency/sqlite.js';
+import { newPredictionId } from '../../predictor/src/predict/prediction-id.js';
 import type { UsageOutbox } from '../../predictor/src/usage/outbox.js';
 import { UsageRelay, type UsageDelivery } from '../../predictor/src/usage/relay.js';
+import { SqliteOutboxToLedger } from '../../predictor/src/usage/sql-relay.js';
 
 // The relay's throughput: an outbox filled with N events (not measured), then the real
 // UsageRelay with its real delivery, timed from its start until the ledger holds all N. Two
@@ -58,7 +60,7 @@ const silent = createLogger('bench', 'silent');
 function usageEvents(count: number): UsageEvent[] {
   const occurredAt = new Date().toISOString();
   return Array.from({ length: count }, (_, index) => ({
-    id: `pred_${randomUUID()}`,
+    id: newPredictionId(),
     type: USAGE_EVENT_TYPE,
     clientId: `bench-client-${index % CLIENTS}`,
     plan: 'standard',
@@ -139,8 +141,12 @@ async function timeRelay(path: string, outbox: UsageOutbox, deliver: UsageDelive
 
 /** (a) The embedded default: `idempotency.db`'s outbox into `usage.db`, as openUsagePipeline wires it without NATS_URL. */
 export async function sqliteRelayThroughput(options: { events: number; dir: string }): Promise<RelayThroughput> {
-  const outbox = SqliteIdempotencyStore.open(join(options.dir, 'idempotency.db'));
-  const ledger = SqliteUsageLedger.open(join(options.dir, 'usage.db'));
+  const outboxPath = join(options.dir, 'idempotency.db');
+  const ledgerPath = join(options.dir, 'usage.db');
+  const outbox = SqliteIdempotencyStore.open(outboxPath);
+  const ledger = SqliteUsageLedger.open(ledgerPath);
+  // As the relay thread moves them (relay-worker.ts): in SQL, through JavaScript for what SQL does not take.
+  const ledgerImport = SqliteLedgerImport.open(ledgerPath, outboxPath);
   try {
     const events = usageEvents(options.events);
     const fillSeconds = await fillByAppend(outbox, events);
@@ -148,8 +154,9 @@ export async function sqliteRelayThroughput(options: { events: number; dir: stri
       await ledger.recordBatch(batch);
       return new Set(batch.map((event) => event.id));
     };
-    return await timeRelay(SQLITE_PATH, outbox, deliver, 'in-process', ledger, events, fillSeconds);
+    return await timeRelay(SQLITE_PATH, new SqliteOutboxToLedger(outbox, ledgerImport), deliver, 'in-process', ledger, events, fillSeconds);
   } finally {
+    ledgerImport.close();
     await ledger.close();
     await outbox.close();
   }
