@@ -163,8 +163,45 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** A port that was free a moment ago, for processes whose port must be known before they start. */
+/**
+ * A port that was free a moment ago, for processes whose port must be known before they start.
+ * Taken below the kernel's ephemeral range (Linux: ip_local_port_range, 32768–60999 by
+ * default): a port from listen(0) comes from that range, which every outgoing connection also
+ * draws from, and under load (two test runs side by side, a load generator's connections) one
+ * took it before the server could listen (EADDRINUSE). Below the range only another caller of
+ * this function competes, among about 20 000 ports.
+ */
 export async function freePort(): Promise<number> {
+  const { low } = await ephemeralRange();
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = FREE_PORT_FLOOR + Math.floor(Math.random() * (low - FREE_PORT_FLOOR));
+    if (await canListen(port)) return port;
+  }
+  return listenZeroPort();
+}
+
+/** Ports below this are left to well-known and registered services. */
+const FREE_PORT_FLOOR = 10_000;
+
+async function ephemeralRange(): Promise<{ low: number }> {
+  const { readFile } = await import('node:fs/promises');
+  const text = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').catch(() => '');
+  const low = Number(text.trim().split(/\s+/)[0]);
+  // Elsewhere (macOS, Windows) the ephemeral range starts at 49152.
+  return { low: Number.isInteger(low) && low > FREE_PORT_FLOOR + 1000 ? low : 49_152 };
+}
+
+/** Whether a server could listen on `port` on every address now (as the servers do: 0.0.0.0). */
+async function canListen(port: number): Promise<boolean> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '0.0.0.0', () => server.close(() => resolve(true)));
+  });
+}
+
+async function listenZeroPort(): Promise<number> {
   const { createServer } = await import('node:net');
   return new Promise((resolve, reject) => {
     const server = createServer();
