@@ -6,7 +6,10 @@ import { after, describe, it } from 'node:test';
 import { encodeUsageEvent, MalformedUsageEvent, type UsageEvent } from '@m2m/common';
 import { SqliteLedgerImport, SqliteUsageLedger } from '@m2m/usage';
 import Database from 'better-sqlite3';
+import { buildApp } from '../app.js';
+import type { Principal } from '../auth/principal.js';
 import { SqliteIdempotencyStore } from '../idempotency/sqlite.js';
+import { testDeps } from '../testing/test-app.js';
 import { SqliteOutboxToLedger } from './sql-relay.js';
 import { usageEventFixture } from '../../../common/src/testing/usage-event-fixture.js';
 
@@ -119,6 +122,7 @@ describe('SqliteOutboxToLedger (the embedded relay round in SQL)', () => {
     ['rows 0', encodeUsageEvent(usageEventFixture('pred_zero', { rows: 0 }))],
     ['a day that does not exist', encodeUsageEvent(usageEventFixture('pred_day', { occurredAt: '+275760-09-13T00:00:00.000Z' }))],
     ['a repeated key', '{"id":"pred_x",' + encodeUsageEvent(usageEventFixture('pred_x')).slice(1).replace('"rows":1', '"rows":1,"rows":0')],
+    ['hour 24 past midnight', encodeUsageEvent(usageEventFixture('pred_h24', { occurredAt: '2026-11-28T24:30:00.000Z' }))],
   ] as const) {
     it(`a malformed event (${what}) fails its round as before: nothing recorded, nothing marked`, async () => {
       const { store, ledger, relay, deliver, insertRaw, close } = setup();
@@ -133,6 +137,49 @@ describe('SqliteOutboxToLedger (the embedded relay round in SQL)', () => {
       }
     });
   }
+
+  it('an hour 24 that JavaScript reads as the next day goes through JavaScript, and counts on that day', async () => {
+    const { ledger, relay, deliver, delivered, insertRaw, close } = setup();
+    try {
+      insertRaw(encodeUsageEvent(usageEventFixture('pred_h24', { occurredAt: '2026-11-28T24:00:00.000Z' })));
+      assert.deepEqual(await relay.relay(10, deliver), { claimed: 1, delivered: 1 });
+      assert.deepEqual(delivered, ['pred_h24']);
+      assert.deepEqual(await ledger.report(), [{ clientId: 'client-a', day: '2026-11-29', predictions: 1, rows: 1 }]);
+    } finally {
+      await close();
+    }
+  });
+
+  it("takes the predictor's own events in SQL (with and without a key, a bearer token and an API key), not through JavaScript", async () => {
+    const { store, ledger, relay, deliver, delivered, close } = setup();
+    const principals: Record<string, Principal> = {
+      jwt: { clientId: 'client-jwt', scopes: new Set(['predict']), plan: 'standard', authMethod: 'bearer-jwt', tokenId: 'jti-1', keyId: 'kid-1', expiresAt: undefined },
+      key: { clientId: 'client-key', scopes: new Set(['predict']), plan: 'free', authMethod: 'api-key', tokenId: 'ak_1', expiresAt: undefined },
+    };
+    const now = Date.UTC(2026, 10, 28, 12);
+    const app = buildApp(testDeps({ verifyToken: async (token) => principals[token]!, idempotencyStore: store, now: () => now }));
+    const predict = (token: string, key?: string) =>
+      app.request('/v1/predict', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+        body: JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]] }),
+      });
+    try {
+      for (const [token, key] of [['jwt', undefined], ['jwt', 'key-1'], ['key', undefined], ['key', 'key-2']] as const) assert.equal((await predict(token, key)).status, 200);
+      assert.deepEqual(await relay.relay(10, deliver), { claimed: 4, delivered: 4 });
+      assert.deepEqual(delivered, [], 'every round in SQL: the route writes its events as the encoder does');
+      const day = '2026-11-28';
+      assert.deepEqual(
+        (await ledger.report()).map(({ clientId, day: at, predictions, rows }) => ({ clientId, at, predictions, rows })),
+        [
+          { clientId: 'client-jwt', at: day, predictions: 2, rows: 4 },
+          { clientId: 'client-key', at: day, predictions: 2, rows: 4 },
+        ],
+      );
+    } finally {
+      await close();
+    }
+  });
 
   it('takes in SQL exactly the events JavaScript would record the same way', async () => {
     const { store, ledger, relay, deliver, delivered, close } = setup();

@@ -136,7 +136,8 @@ export class SqliteOutboxToLedger implements UsageOutbox {
  * True for a row of `fields` (an outbox event's text and its fields) whose text is exactly
  * what `encodeUsageEvent` (JSON.stringify) writes for an event that `checkUsageEvent` accepts
  * unchanged: each field of the right type, `occurredAt` in the canonical UTC form with
- * milliseconds, and the text rebuilt from the fields equal to the row's (no other field, no
+ * milliseconds (the '+0 seconds' modifier makes strftime normalise: without it an hour 24,
+ * which JavaScript refuses or moves to the next day, came back unchanged and passed), and the text rebuilt from the fields equal to the row's (no other field, no
  * repeated key, no other spacing or escaping: what SQLite read is what JSON.parse would).
  */
 const CANONICAL_EVENT = `
@@ -149,7 +150,7 @@ const CANONICAL_EVENT = `
   AND typeof(f.rows) = 'integer' AND f.rows BETWEEN 1 AND 9007199254740991
   AND typeof(f.modelId) = 'text'
   AND typeof(f.idempotencyKey) IN ('null', 'text')
-  AND typeof(f.occurredAt) = 'text' AND strftime('%Y-%m-%dT%H:%M:%fZ', f.occurredAt) = f.occurredAt
+  AND typeof(f.occurredAt) = 'text' AND strftime('%Y-%m-%dT%H:%M:%fZ', f.occurredAt, '+0 seconds') = f.occurredAt
   AND f.event = iif(f.idempotencyKey IS NULL,
     json_object('id', f.id, 'type', f.type, 'clientId', f.clientId, 'plan', f.plan,
       'credential', iif(f.credentialId IS NULL, json_object('method', f.method), json_object('method', f.method, 'id', f.credentialId)),
