@@ -12,9 +12,11 @@ import { UsageRelayThread } from './relay-thread.js';
 /**
  * While the relay thread runs, it checkpoints idempotency.db's WAL after each round (at most
  * 200 ms apart), off the request thread; the request thread's own commits checkpoint only
- * once the WAL holds this many pages (40 MB), e.g. while the thread is down and restarting.
+ * once the WAL holds this many pages (40 MB), a backstop. While the thread is down, they
+ * checkpoint at SQLite's default again.
  */
 const RELAY_THREAD_CHECKPOINT_BACKSTOP_PAGES = 10_000;
+const SQLITE_DEFAULT_CHECKPOINT_PAGES = 1_000;
 
 export interface UsagePipeline {
   relay: UsageRelayControl;
@@ -49,6 +51,10 @@ export async function openUsagePipeline(
     // Opened here first (its migrations run once), then read by the admin endpoint; the thread records into it.
     const ledgerPath = join(config.dataDir, 'usage.db');
     const ledger = SqliteUsageLedger.open(ledgerPath);
+    // The thread checkpoints the outbox's WAL after each round; this thread's commits only past a backstop while it runs.
+    const checkpointsElsewhere = (running: boolean) => {
+      if (outbox instanceof SqliteIdempotencyStore) outbox.setAutoCheckpoint(running ? RELAY_THREAD_CHECKPOINT_BACKSTOP_PAGES : SQLITE_DEFAULT_CHECKPOINT_PAGES);
+    };
     const relay = await UsageRelayThread.start({
       entry: deps.relayWorker,
       outboxPath: join(config.dataDir, 'idempotency.db'),
@@ -57,12 +63,12 @@ export async function openUsagePipeline(
       outbox,
       logger: deps.logger,
       metrics: deps.metrics,
+      onRunning: checkpointsElsewhere,
     }).catch(async (error: unknown) => {
       await ledger.close();
       throw error;
     });
-    // The thread checkpoints the outbox's WAL after each round; this thread's commits only past a backstop.
-    if (outbox instanceof SqliteIdempotencyStore) outbox.setAutoCheckpoint(RELAY_THREAD_CHECKPOINT_BACKSTOP_PAGES);
+    checkpointsElsewhere(true);
     return {
       relay,
       ledger,

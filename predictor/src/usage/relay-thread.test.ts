@@ -26,7 +26,7 @@ async function until(what: string, condition: () => boolean | Promise<boolean>):
   }
 }
 
-async function setup(entry = RELAY_WORKER) {
+async function setup(entry = RELAY_WORKER, onRunning?: (running: boolean) => void) {
   const directory = mkdtempSync(join(tmpdir(), 'relay-thread-'));
   directories.push(directory);
   const outboxPath = join(directory, 'idempotency.db');
@@ -36,7 +36,7 @@ async function setup(entry = RELAY_WORKER) {
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger('predictor', 'info', { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
   const metrics = createMetrics({ collectProcessMetrics: false });
-  const relay = await UsageRelayThread.start({ entry, outboxPath, ledgerPath, logLevel: 'warn', outbox, logger, metrics, relay: { idleMs: 5, batchSize: 4 }, restartDelayMs: 5 });
+  const relay = await UsageRelayThread.start({ entry, outboxPath, ledgerPath, logLevel: 'warn', outbox, logger, metrics, relay: { idleMs: 5, batchSize: 4 }, restartDelayMs: 5, onRunning });
   const close = async () => {
     await relay.stop();
     await ledger.close();
@@ -99,13 +99,15 @@ describe('UsageRelayThread (the embedded relay off the request thread)', () => {
     }
   });
 
-  it('a thread that dies unasked is logged and started again; the events it left in the outbox are then recorded', async () => {
-    const { outbox, ledger, relay, lines, close } = await setup(EXITS_ONCE);
+  it('a thread that dies unasked is logged, said (onRunning) and started again; the events it left in the outbox are then recorded', async () => {
+    const running: boolean[] = [];
+    const { outbox, ledger, relay, lines, close } = await setup(EXITS_ONCE, (value) => running.push(value));
     try {
       for (let index = 0; index < 6; index += 1) await outbox.append(event(`pred_${index}`));
       relay.start();
       await until('the restart', () => lines.some((line) => line['event'] === 'usage.relay_thread_restarted'));
       assert.equal(lines.filter((line) => line['event'] === 'usage.relay_thread_failed').length, 1);
+      assert.deepEqual(running, [false, true]);
       await until('six events in the ledger', async () => (await recorded(ledger)) === 6);
     } finally {
       await close();

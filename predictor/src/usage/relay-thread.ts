@@ -29,6 +29,8 @@ export interface UsageRelayThreadOptions extends RelayWorkerData {
   metrics: UsageRelayMetrics;
   /** First wait before a thread that died is started again, doubling up to 30 s (ms). Default 1 000. */
   restartDelayMs?: number;
+  /** Told when a thread died unasked (false) and when a new one runs (true): what the thread did for this one, this one does meanwhile. */
+  onRunning?: (running: boolean) => void;
 }
 
 const MAX_RESTART_DELAY_MS = 30_000;
@@ -132,6 +134,7 @@ export class UsageRelayThread implements UsageRelayControl {
     for (const { reject } of this.#pending.values()) reject(error);
     this.#pending.clear();
     if (this.#stopping) return;
+    this.#options.onRunning?.(false);
     const delayMs = Math.min(MAX_RESTART_DELAY_MS, (this.#options.restartDelayMs ?? 1_000) * 2 ** this.#restarts);
     this.#restarts += 1;
     this.#options.logger.error({ event: 'usage.relay_thread_failed', reason: error.message, restartInMs: delayMs }, 'the usage relay thread stopped: events wait in the outbox');
@@ -156,6 +159,7 @@ export class UsageRelayThread implements UsageRelayControl {
     }
     this.#options.logger.info({ event: 'usage.relay_thread_restarted' }, 'the usage relay thread runs again');
     this.#attach(worker);
+    this.#options.onRunning?.(true);
     if (this.#started) this.start();
   }
 }
