@@ -139,7 +139,7 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
       now: deps.now ?? Date.now,
       simulatedInferenceMs: deps.simulatedInferenceMs ?? 0,
-      newPredictionId: deps.newPredictionId ?? (() => newPredictionId()),
+      newPredictionId: deps.newPredictionId ?? (() => newPredictionId((deps.now ?? Date.now)())),
     }),
   );
 

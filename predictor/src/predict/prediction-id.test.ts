@@ -10,6 +10,10 @@ describe('newPredictionId', () => {
     assert.equal(Number.parseInt(id.slice(5, 18).replace('-', ''), 16), now);
   });
 
+  it('refuses a time that is not a whole number of ms in 48 bits', () => {
+    for (const now of [-1, 1.5, 2 ** 48, Number.NaN]) assert.throws(() => newPredictionId(now), RangeError, String(now));
+  });
+
   it('sorts by time across milliseconds, and never repeats', () => {
     const ids = Array.from({ length: 10_000 }, (_, index) => newPredictionId(1_700_000_000_000 + Math.floor(index / 100)));
     assert.equal(new Set(ids).size, ids.length);

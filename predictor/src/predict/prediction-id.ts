@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 export function newPredictionId(now: number = Date.now()): string {
   // randomUUID (v4, from a pooled random buffer) has the layout and the variant bits; from
   // character 15 on it is 3 random hex digits (rand_a), '-', the variant and 62 random bits.
+  if (!Number.isSafeInteger(now) || now < 0 || now >= 2 ** 48) throw new RangeError(`a UUIDv7 time is a whole number of ms in 48 bits, got ${now}`);
   const time = now.toString(16).padStart(12, '0');
   return `pred_${time.slice(0, 8)}-${time.slice(8, 12)}-7${randomUUID().slice(15)}`;
 }
