@@ -6,6 +6,7 @@ import type { AccessToken } from '../tokens/token-source.js';
 import { systemClock } from '../retry/clock.js';
 import { RetryBudget } from '../retry/retry-budget.js';
 import { ManualClock } from '../testing/manual-clock.js';
+import { seededRandom } from '../testing/seeded-random.js';
 import { PredictorApiError, PredictorCallError, PredictorUnreachableError, QuotaExhaustedError, RetriesExhaustedError, RetryAfterTooLongError, RetryBudgetExhaustedError } from './errors.js';
 import { PredictorClient, type AttemptEvent } from './predictor-client.js';
 
@@ -39,18 +40,6 @@ async function predictor(answer: (authorization: string, attempt: number) => [nu
   });
   stubs.push(stub);
   return stub;
-}
-
-/** mulberry32: a small seeded generator, so that a test's "random" losses are the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 const OK = { id: 'pred_1', model: 'iris-softmax-v1', created: 0, predictions: [] };

@@ -84,8 +84,9 @@ type Verdict = { kind: 'send' } | { kind: 'await-answer' } | { kind: 'wait-until
  *   predictor's `w` is the bucket's fill time rounded up, so `q / w` never exceeds its refill.
  * - A long window, or a policy without `q` and `w` (`X-RateLimit-*`), is read as a fixed window
  *   (a daily quota): nothing comes back before `t`, then the whole quota.
- * - Either way the whole quota is back `t` seconds after the answer (counted from its arrival,
- *   which errs late). Answers to sends made before such a reset are not applied any more.
+ * - A fixed window has its whole quota back `t` seconds after the answer (counted from its
+ *   arrival, which errs late); answers to sends made before such a reset are not applied any
+ *   more. A bucket's `t` is not used: it did not count the requests in flight.
  * Until the first answer, and whenever a policy is empty with no reset known, one request at a
  * time goes out to learn the limits.
  */
@@ -98,6 +99,8 @@ export class RateLimitView {
   #answered = false;
   #sent = 0;
   #inFlight = 0;
+  /** Sends settled so far (answered or not). */
+  #settled = 0;
   #pumping = false;
   #wake: (() => void) | undefined;
 
@@ -231,6 +234,7 @@ export class RateLimitView {
     this.#sent += 1;
     this.#inFlight += 1;
     const seq = this.#sent;
+    const settledAtSend = this.#settled;
     for (const mirror of this.#policies.values()) mirror.level -= 1;
     let settled = false;
     return {
@@ -238,13 +242,17 @@ export class RateLimitView {
       settle: (outcome) => {
         if (settled) return;
         settled = true;
-        this.#settle(seq, outcome.answered, outcome.policies);
+        this.#settle(seq, settledAtSend, outcome.answered, outcome.policies);
       },
     };
   }
 
-  #settle(seq: number, answered: boolean, policies: PolicyReport[] | undefined): void {
+  #settle(seq: number, settledAtSend: number, answered: boolean, policies: PolicyReport[] | undefined): void {
     this.#inFlight -= 1;
+    this.#settled += 1;
+    // Sends settled while this one was out: the server may have counted them after this answer's
+    // `r` (its order need not be ours), so they are taken off it as the ones still in flight are.
+    const settledMeanwhile = this.#settled - settledAtSend - 1;
     if (answered) this.#answered = true;
     const now = this.#clock.now();
     this.#catchUp(now);
@@ -260,10 +268,14 @@ export class RateLimitView {
       mirror.refillPerMs = quota !== undefined && windowSeconds !== undefined && windowSeconds > 0 && windowSeconds <= this.#bucketWindowMaxSeconds ? quota / (windowSeconds * 1000) : 0;
       // Answers may arrive out of order: only the newest send's answer, from the current window, counts.
       if (seq <= mirror.appliedSeq || seq < mirror.epochSeq) continue;
-      mirror.level = report.remaining - this.#inFlight;
+      mirror.level = report.remaining - this.#inFlight - settledMeanwhile;
       mirror.levelAt = now;
-      // The server counted `t` from a moment before the answer arrived: counting from now errs late, never early.
-      mirror.resetAt = now + report.resetSeconds * 1000;
+      // A bucket comes back by its refill alone: its `t` (until full) knew nothing of the requests
+      // then in flight, and an answer older than this one, ignored, may be one the server charged
+      // afterwards; a level set back to the whole quota at `t` then sent too much (2% of 429s
+      // with answers out of order under load). A fixed window comes back whole at `t`: the server
+      // counted it from a moment before the answer arrived, so counting from now errs late.
+      mirror.resetAt = mirror.refillPerMs > 0 ? undefined : now + report.resetSeconds * 1000;
       mirror.appliedSeq = seq;
     }
     this.#wake?.();
