@@ -17,6 +17,7 @@ import { freePort, REPOSITORY_ROOT, stopAll, temporaryDirectory } from '../../te
 import { summariseCpuProfile, type CpuProfile, type ProfileSummary } from './cpu-profile.js';
 import { DpopCaller, PROOF_HEADROOM, proofsNeeded, type ProofUse } from './dpop-proofs.js';
 import { fixedRateLoad } from './fixed-rate.js';
+import { stopChild } from './stop-child.js';
 import { JETSTREAM_PATH, jetstreamRelayThroughput, RELAY_TARGET_EVENTS_PER_SECOND, sqliteRelayThroughput, type RelayThroughput, type RelayThroughputSkipped } from './relay-throughput.js';
 import { answeredOnly200, failedMeasurements, median, roundByRoundRatio, summarise, summariseSameLoad, type Sample, type SameLoadRound } from './summary.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
@@ -138,16 +139,6 @@ function load(url: string, headers: Record<string, string>, idempotentShare = 0,
 
 function answersOtherThan200(statusCodeStats: Record<string, { count?: number }> | undefined): number {
   return Object.entries(statusCodeStats ?? {}).reduce((sum, [status, { count }]) => sum + (status === '200' ? 0 : (count ?? 0)), 0);
-}
-
-/** SIGTERM, then waits for the exit (SIGKILL after 10 s), so nothing writes to the engines once this returns. */
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** Why the distributed configuration cannot run here, or undefined when both engines answer. */

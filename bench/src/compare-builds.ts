@@ -6,6 +6,7 @@ import autocannon from 'autocannon';
 import { freePort, stopAll, temporaryDirectory } from '../../test/src/harness/processes.js';
 import { DEV_ENV, requestToken, startAuthServer, TEST_AUDIENCE } from '../../test/src/harness/system.js';
 import { median } from './summary.js';
+import { stopChild } from './stop-child.js';
 
 // `npx tsx bench/src/compare-builds.ts --build before=<dir>/predictor.js --build after=<dir>/predictor.js`:
 // the bench's configuration B on SQLite (JWT, 10% of requests with an Idempotency-Key, 50
@@ -66,15 +67,6 @@ async function startBundle(bundle: string, env: Record<string, string>, port: nu
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${bundle} did not become ready on port ${port}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 function load(url: string, token: string, seconds: number): Promise<{ rps: number; requests: number; non200: number }> {
@@ -146,7 +138,7 @@ try {
     );
   }
 } finally {
-  await Promise.all(servers.map((server) => stop(server.child)));
+  await Promise.all(servers.map((server) => stopChild(server.child)));
   await stopAll();
   await data.remove();
 }
