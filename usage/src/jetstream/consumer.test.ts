@@ -324,7 +324,12 @@ describe('runUsageConsumer', { skip: skipUnlessEngines(['nats']) }, () => {
       const after = testUsageEvent();
       await waitFor(() => publisher.publish(after).then(() => true, () => false), 10_000, 'publish after the restart');
       await ledger.until((l) => l.inbox.has(after.id), 15_000);
-      assert.deepEqual(await consumer.stop(), { recorded: 2, duplicates: 0, malformed: 0, failures: 0 });
+      // Each counted once. The crash may lose the first one's ack (still on its way, or not yet
+      // on the broker's disk when it is killed): it then comes again and the inbox absorbs it.
+      const stats = await consumer.stop();
+      assert.deepEqual({ ...stats, duplicates: 0 }, { recorded: 2, duplicates: 0, malformed: 0, failures: 0 });
+      assert.ok(stats.duplicates <= 1, `${stats.duplicates} duplicates: only the event whose ack the crash lost may come again`);
+      assert.equal(ledger.count('recorded'), 2);
     } finally {
       await handle?.close();
       await server.close();
