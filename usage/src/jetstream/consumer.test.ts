@@ -138,10 +138,16 @@ describe('runUsageConsumer', { skip: skipUnlessEngines(['nats']) }, () => {
     try {
       const handle = await nats.connect({ url, reconnectWaitMs: 100, pingIntervalMs: 300, connectTimeoutMs: 1000 });
       const ledger = new FakeLedger();
-      const consumer = await start(names, ledger, { handle });
+      // A message the broker sends before it has seen the old connection close (the client gave
+      // it up as silent) goes into the black hole and comes again after ack_wait: 2 s here, not
+      // the default 30, so that the wait below covers it (seen under load: 15 s were not enough).
+      const consumer = await start(names, ledger, { handle, ackWaitMs: 2_000 });
+      // Before each cut, the broker has the last ack: one swallowed by the cut would bring its event again (a duplicate the inbox absorbs).
+      const acked = () => waitFor(async () => (await consumerState(names)).ackPending === 0, 5000, 'the ack at the broker');
       const before = testUsageEvent();
       await publisher.publish(before);
       await ledger.until((l) => l.inbox.has(before.id));
+      await acked();
 
       for (const fault of ['refuse', 'blackhole'] as const) {
         proxy.set(fault);
@@ -150,6 +156,7 @@ describe('runUsageConsumer', { skip: skipUnlessEngines(['nats']) }, () => {
         await publisher.publish(meanwhile);
         proxy.set('up');
         await ledger.until((l) => l.inbox.has(meanwhile.id), 15_000);
+        await acked();
       }
       const stats = await consumer.stop();
       assert.deepEqual(stats, { recorded: 3, duplicates: 0, malformed: 0, failures: 0 });
