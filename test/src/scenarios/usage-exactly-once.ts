@@ -95,9 +95,11 @@ export const usageExactlyOnce: Scenario = {
             clientId: into.clientId,
             secret,
             baseUrl: proxy.url,
-            // Room to ride out the predictor's replacement (~2 s) and the lease its crash leaves.
+            // Room to ride out the predictor's replacement (~2 s) and the lease its crash leaves:
+            // a 409's Retry-After is up to the lease, and a wait above maxDelayMs ends the call
+            // (with 1 s, one call under load was stopped by a Retry-After of 2).
             maxAttempts: 30,
-            backoff: { maxDelayMs: 1_000 },
+            backoff: { maxDelayMs: LEASE_MS },
             retryBudget: new RetryBudget({ maxTokens: 10_000 }),
           });
           into.keyed.push(...(await run.traffic(client, { durationMs: TRAFFIC_MS, concurrency: 1, pauseMs: 20 })));
