@@ -36,12 +36,23 @@ const sha256 = (value: string) => createHash('sha256').update(value).digest();
 
 /** Creates a key; the returned `apiKey` is shown once and never stored. */
 export function newApiKey(input: { clientId: string; scopes: string[]; plan: string; now: Date }): { apiKey: string; record: ApiKeyRecord } {
-  const id = randomBytes(12).toString('base64url').replace(/_/g, '-');
+  const id = newKeyId();
   const secret = randomBytes(32).toString('base64url');
   return {
     apiKey: `${API_KEY_PREFIX}${id}_${secret}`,
     record: { id, clientId: input.clientId, secretSha256: sha256(secret), scopes: input.scopes, plan: input.plan, createdAt: input.now.toISOString(), revokedAt: undefined },
   };
+}
+
+/**
+ * 16 characters of base64url ('_' read as '-', the separator), never starting with '-': one id
+ * in 32 did, and `npm run apikey -- revoke <id>` then read it as an option.
+ */
+function newKeyId(): string {
+  for (;;) {
+    const id = randomBytes(12).toString('base64url').replace(/_/g, '-');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 /** Resolves an X-API-Key header into a principal, or throws InvalidApiKey. */
