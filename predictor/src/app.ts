@@ -68,7 +68,7 @@ export interface PredictorDeps {
   now?: () => number;
   /** Extra time each model execution takes, to rehearse a crash mid-request or a heavier model. Default 0. */
   simulatedInferenceMs?: number;
-  newPredictionId?: () => string;
+  newPredictionId?: (now: number) => string;
 }
 
 // A client-supplied X-Request-Id is kept only if it is short and harmless in a log line.
@@ -139,7 +139,7 @@ export function buildApp(deps: PredictorDeps): Hono<AppEnv> {
       requireIdempotencyKey: deps.requireIdempotencyKey ?? false,
       now: deps.now ?? Date.now,
       simulatedInferenceMs: deps.simulatedInferenceMs ?? 0,
-      newPredictionId: deps.newPredictionId ?? (() => newPredictionId((deps.now ?? Date.now)())),
+      newPredictionId: deps.newPredictionId ?? newPredictionId,
     }),
   );
 

@@ -27,7 +27,8 @@ export interface PredictHandlerDeps extends RateLimitDeps {
   /** Milliseconds since the epoch. */
   now: () => number;
   /** Unique id of one executed prediction, so that a replay is recognisable. */
-  newPredictionId: () => string;
+  /** The id of a prediction executed at `now` (ms): its time is the response's `created` and the event's `occurredAt`. */
+  newPredictionId: (now: number) => string;
   /** Extra time each execution takes (ms), for rehearsals; 0 in normal use. */
   simulatedInferenceMs: number;
 }
@@ -43,8 +44,8 @@ export function predictHandler(deps: PredictHandlerDeps) {
     if (deps.simulatedInferenceMs > 0) await sleep(deps.simulatedInferenceMs);
     const predictions = predictWithinRange(deps.model, request.inputs);
     deps.metrics.predictions.inc();
-    const id = deps.newPredictionId();
     const now = deps.now();
+    const id = deps.newPredictionId(now);
     const body = JSON.stringify({ id, model: deps.model.id, created: Math.floor(now / 1000), predictions } satisfies PredictResponse);
     const principal = c.get('principal')!;
     const usage: UsageEvent = {
